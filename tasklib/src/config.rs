@@ -1,0 +1,575 @@
+//! Configuration: a builder with documented defaults, validated once, readable from the
+//! environment.
+
+use std::time::Duration;
+
+use crate::url::RedactedUrl;
+use crate::{Error, Result};
+
+/// Retries granted to a failing task before it fails for good, unless the task type or the
+/// submit says otherwise.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Delay before the first retry.
+pub const DEFAULT_BASE_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Each further retry waits this many times longer than the previous one.
+pub const DEFAULT_RETRY_BACKOFF_MULTIPLIER: f64 = 2.0;
+/// Upper bound of the delay between two attempts.
+pub const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
+/// Random spread applied to retry delays (0 = none, 0.1 = ±10 %).
+pub const DEFAULT_RETRY_JITTER: f64 = 0.0;
+/// How long a claimed task stays locked to its worker without a heartbeat.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often idle workers look for due work when no notification arrives.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Size of the connection pool `TaskLib` opens.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Largest accepted serialized arguments, in bytes (1 MiB).
+pub const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
+/// How long `shutdown` waits for running tasks before it leaves them to lock expiry.
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// The queue of tasks that name none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Everything `TaskLib` needs to know, validated.
+///
+/// Build one with [`Config::builder`] or read it from the environment with
+/// [`Config::from_env`]. `Debug` output hides the database password.
+///
+/// ```
+/// use std::time::Duration;
+/// use tasklib::Config;
+///
+/// let config = Config::builder("postgres://app:secret@localhost/app")
+///     .max_retries(5)
+///     .poll_interval(Duration::from_millis(500))
+///     .build()?;
+/// assert_eq!(config.max_retries(), 5);
+/// assert!(!format!("{config:?}").contains("secret"));
+/// # Ok::<(), tasklib::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    database_url: RedactedUrl,
+    max_retries: u32,
+    base_retry_delay: Duration,
+    retry_backoff_multiplier: f64,
+    max_retry_delay: Duration,
+    retry_jitter: f64,
+    lock_timeout: Duration,
+    default_task_timeout: Option<Duration>,
+    poll_interval: Duration,
+    worker_id: String,
+    run_migrations: bool,
+    max_connections: u32,
+    max_args_bytes: usize,
+    shutdown_grace_period: Duration,
+}
+
+impl Config {
+    /// Starts a configuration for the database at `database_url`, with every other setting at
+    /// its default.
+    pub fn builder(database_url: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                database_url: RedactedUrl::new(database_url),
+                max_retries: DEFAULT_MAX_RETRIES,
+                base_retry_delay: DEFAULT_BASE_RETRY_DELAY,
+                retry_backoff_multiplier: DEFAULT_RETRY_BACKOFF_MULTIPLIER,
+                max_retry_delay: DEFAULT_MAX_RETRY_DELAY,
+                retry_jitter: DEFAULT_RETRY_JITTER,
+                lock_timeout: DEFAULT_LOCK_TIMEOUT,
+                default_task_timeout: None,
+                poll_interval: DEFAULT_POLL_INTERVAL,
+                worker_id: generate_worker_id(),
+                run_migrations: true,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+                shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            },
+        }
+    }
+
+    /// Reads the configuration from the process environment: `DATABASE_URL` (required) and
+    /// the optional `TASKLIB_*` variables listed in [`ConfigBuilder::from_vars`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `DATABASE_URL` is missing or a variable does not parse
+    /// or is out of range.
+    pub fn from_env() -> Result<Config> {
+        ConfigBuilder::from_vars(|name| std::env::var(name).ok())?.build()
+    }
+
+    /// The database URL (its `Display` and `Debug` hide the password).
+    pub fn database_url(&self) -> &RedactedUrl {
+        &self.database_url
+    }
+    /// See [`ConfigBuilder::max_retries`].
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+    /// See [`ConfigBuilder::base_retry_delay`].
+    pub fn base_retry_delay(&self) -> Duration {
+        self.base_retry_delay
+    }
+    /// See [`ConfigBuilder::retry_backoff_multiplier`].
+    pub fn retry_backoff_multiplier(&self) -> f64 {
+        self.retry_backoff_multiplier
+    }
+    /// See [`ConfigBuilder::max_retry_delay`].
+    pub fn max_retry_delay(&self) -> Duration {
+        self.max_retry_delay
+    }
+    /// See [`ConfigBuilder::retry_jitter`].
+    pub fn retry_jitter(&self) -> f64 {
+        self.retry_jitter
+    }
+    /// See [`ConfigBuilder::lock_timeout`].
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+    /// See [`ConfigBuilder::default_task_timeout`].
+    pub fn default_task_timeout(&self) -> Option<Duration> {
+        self.default_task_timeout
+    }
+    /// See [`ConfigBuilder::poll_interval`].
+    pub fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+    /// See [`ConfigBuilder::worker_id`].
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+    /// See [`ConfigBuilder::run_migrations`].
+    pub fn run_migrations(&self) -> bool {
+        self.run_migrations
+    }
+    /// See [`ConfigBuilder::max_connections`].
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
+    }
+    /// See [`ConfigBuilder::max_args_bytes`].
+    pub fn max_args_bytes(&self) -> usize {
+        self.max_args_bytes
+    }
+    /// See [`ConfigBuilder::shutdown_grace_period`].
+    pub fn shutdown_grace_period(&self) -> Duration {
+        self.shutdown_grace_period
+    }
+}
+
+/// Builds a [`Config`]; [`build`](ConfigBuilder::build) validates it.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Retries a failing task gets before it fails for good; a task type or a submit can
+    /// override it. 0 means one attempt only. Defaults to [`DEFAULT_MAX_RETRIES`].
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.max_retries = retries;
+        self
+    }
+
+    /// Delay before the first retry; retry *n* waits
+    /// `base_retry_delay * retry_backoff_multiplier^(n-1)`, capped by `max_retry_delay`.
+    /// Must be positive. Defaults to [`DEFAULT_BASE_RETRY_DELAY`].
+    pub fn base_retry_delay(mut self, delay: Duration) -> Self {
+        self.config.base_retry_delay = delay;
+        self
+    }
+
+    /// Growth factor between consecutive retry delays; at least 1.0 (1.0 = constant delay).
+    /// Defaults to [`DEFAULT_RETRY_BACKOFF_MULTIPLIER`].
+    pub fn retry_backoff_multiplier(mut self, multiplier: f64) -> Self {
+        self.config.retry_backoff_multiplier = multiplier;
+        self
+    }
+
+    /// Cap on the delay between two attempts; must be at least `base_retry_delay`.
+    /// Defaults to [`DEFAULT_MAX_RETRY_DELAY`].
+    pub fn max_retry_delay(mut self, delay: Duration) -> Self {
+        self.config.max_retry_delay = delay;
+        self
+    }
+
+    /// Random spread of retry delays, in `[0, 1)`: 0.1 spreads each delay by ±10 % so that
+    /// tasks that failed together do not retry together. Defaults to [`DEFAULT_RETRY_JITTER`]
+    /// (none).
+    pub fn retry_jitter(mut self, jitter: f64) -> Self {
+        self.config.retry_jitter = jitter;
+        self
+    }
+
+    /// How long a claimed task stays locked to its worker. A running task's lock is extended
+    /// by a heartbeat; when a worker dies, its tasks become claimable again this long after
+    /// the last heartbeat. Must be at least one second. Defaults to [`DEFAULT_LOCK_TIMEOUT`].
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.config.lock_timeout = timeout;
+        self
+    }
+
+    /// Time limit for tasks whose type and submit set none; `None` = no limit. Must be
+    /// positive. Defaults to `None`.
+    pub fn default_task_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.default_task_timeout = timeout;
+        self
+    }
+
+    /// How often idle workers look for due work (delayed tasks, retries, and anything a lost
+    /// notification did not announce). Must be positive. Defaults to
+    /// [`DEFAULT_POLL_INTERVAL`].
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.config.poll_interval = interval;
+        self
+    }
+
+    /// Identifies this process's workers in the `worker_id` column. Must not be empty.
+    /// Defaults to `<hostname>-<pid>-<random>`.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.config.worker_id = id.into();
+        self
+    }
+
+    /// Whether `TaskLib::connect` applies pending migrations. Turn it off when migrations run
+    /// as a separate deploy step. Defaults to `true`.
+    pub fn run_migrations(mut self, run: bool) -> Self {
+        self.config.run_migrations = run;
+        self
+    }
+
+    /// Size of the connection pool; at least 1. Workers use one more connection for LISTEN.
+    /// Defaults to [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
+    /// Largest serialized arguments accepted at submit, in bytes; at least 1.
+    /// Defaults to [`DEFAULT_MAX_ARGS_BYTES`].
+    pub fn max_args_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_args_bytes = bytes;
+        self
+    }
+
+    /// How long a worker pool's shutdown waits for running tasks. Defaults to
+    /// [`DEFAULT_SHUTDOWN_GRACE_PERIOD`].
+    pub fn shutdown_grace_period(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace_period = grace;
+        self
+    }
+
+    /// Checks every value and returns the configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first setting that is out of range.
+    pub fn build(self) -> Result<Config> {
+        let c = &self.config;
+        if c.database_url.expose().trim().is_empty() {
+            return invalid("database_url", "must not be empty");
+        }
+        positive("base_retry_delay", c.base_retry_delay)?;
+        positive("poll_interval", c.poll_interval)?;
+        if !(c.retry_backoff_multiplier.is_finite() && c.retry_backoff_multiplier >= 1.0) {
+            return invalid(
+                "retry_backoff_multiplier",
+                format!("must be a number >= 1.0, got {}", c.retry_backoff_multiplier),
+            );
+        }
+        if c.max_retry_delay < c.base_retry_delay {
+            return invalid("max_retry_delay", "must be at least base_retry_delay");
+        }
+        if !(0.0..1.0).contains(&c.retry_jitter) {
+            return invalid(
+                "retry_jitter",
+                format!("must be in [0, 1), got {}", c.retry_jitter),
+            );
+        }
+        if c.lock_timeout < Duration::from_secs(1) {
+            return invalid("lock_timeout", "must be at least 1 second");
+        }
+        if let Some(timeout) = c.default_task_timeout {
+            positive("default_task_timeout", timeout)?;
+        }
+        if c.worker_id.trim().is_empty() {
+            return invalid("worker_id", "must not be empty");
+        }
+        if c.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if c.max_args_bytes == 0 {
+            return invalid("max_args_bytes", "must be at least 1");
+        }
+        Ok(self.config)
+    }
+
+    /// Reads settings from named variables, through `lookup` (the environment, in
+    /// [`Config::from_env`]). Variables, all optional but the first:
+    ///
+    /// | variable | setting | format |
+    /// |---|---|---|
+    /// | `DATABASE_URL` | the database | URL |
+    /// | `TASKLIB_MAX_RETRIES` | [`max_retries`](Self::max_retries) | integer |
+    /// | `TASKLIB_BASE_RETRY_DELAY` | [`base_retry_delay`](Self::base_retry_delay) | duration |
+    /// | `TASKLIB_RETRY_BACKOFF_MULTIPLIER` | [`retry_backoff_multiplier`](Self::retry_backoff_multiplier) | number |
+    /// | `TASKLIB_MAX_RETRY_DELAY` | [`max_retry_delay`](Self::max_retry_delay) | duration |
+    /// | `TASKLIB_RETRY_JITTER` | [`retry_jitter`](Self::retry_jitter) | number |
+    /// | `TASKLIB_LOCK_TIMEOUT` | [`lock_timeout`](Self::lock_timeout) | duration |
+    /// | `TASKLIB_DEFAULT_TASK_TIMEOUT` | [`default_task_timeout`](Self::default_task_timeout) | duration, or `none` |
+    /// | `TASKLIB_POLL_INTERVAL` | [`poll_interval`](Self::poll_interval) | duration |
+    /// | `TASKLIB_WORKER_ID` | [`worker_id`](Self::worker_id) | text |
+    /// | `TASKLIB_RUN_MIGRATIONS` | [`run_migrations`](Self::run_migrations) | `true`/`false` |
+    /// | `TASKLIB_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) | integer |
+    /// | `TASKLIB_MAX_ARGS_BYTES` | [`max_args_bytes`](Self::max_args_bytes) | integer |
+    /// | `TASKLIB_SHUTDOWN_GRACE_PERIOD` | [`shutdown_grace_period`](Self::shutdown_grace_period) | duration |
+    ///
+    /// A duration is a number with an optional unit: `ms`, `s` (the default), `m` or `h`,
+    /// such as `500ms`, `30`, `10m`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `DATABASE_URL` is missing or a value does not parse.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<ConfigBuilder> {
+        let Some(url) = lookup("DATABASE_URL").filter(|u| !u.trim().is_empty()) else {
+            return invalid(
+                "DATABASE_URL",
+                "is not set: set it to a URL such as postgres://user:password@host:5432/dbname",
+            );
+        };
+        let mut b = Config::builder(url);
+        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = var("TASKLIB_MAX_RETRIES") {
+            b = b.max_retries(parse_num("TASKLIB_MAX_RETRIES", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_BASE_RETRY_DELAY") {
+            b = b.base_retry_delay(parse_duration("TASKLIB_BASE_RETRY_DELAY", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_RETRY_BACKOFF_MULTIPLIER") {
+            b = b.retry_backoff_multiplier(parse_num("TASKLIB_RETRY_BACKOFF_MULTIPLIER", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_MAX_RETRY_DELAY") {
+            b = b.max_retry_delay(parse_duration("TASKLIB_MAX_RETRY_DELAY", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_RETRY_JITTER") {
+            b = b.retry_jitter(parse_num("TASKLIB_RETRY_JITTER", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_LOCK_TIMEOUT") {
+            b = b.lock_timeout(parse_duration("TASKLIB_LOCK_TIMEOUT", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_DEFAULT_TASK_TIMEOUT") {
+            let timeout = if v.trim().eq_ignore_ascii_case("none") {
+                None
+            } else {
+                Some(parse_duration("TASKLIB_DEFAULT_TASK_TIMEOUT", &v)?)
+            };
+            b = b.default_task_timeout(timeout);
+        }
+        if let Some(v) = var("TASKLIB_POLL_INTERVAL") {
+            b = b.poll_interval(parse_duration("TASKLIB_POLL_INTERVAL", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_WORKER_ID") {
+            b = b.worker_id(v.trim());
+        }
+        if let Some(v) = var("TASKLIB_RUN_MIGRATIONS") {
+            b = b.run_migrations(parse_bool("TASKLIB_RUN_MIGRATIONS", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_MAX_CONNECTIONS") {
+            b = b.max_connections(parse_num("TASKLIB_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_MAX_ARGS_BYTES") {
+            b = b.max_args_bytes(parse_num("TASKLIB_MAX_ARGS_BYTES", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_SHUTDOWN_GRACE_PERIOD") {
+            b = b.shutdown_grace_period(parse_duration("TASKLIB_SHUTDOWN_GRACE_PERIOD", &v)?);
+        }
+        Ok(b)
+    }
+}
+
+fn invalid<T>(field: &'static str, reason: impl Into<String>) -> Result<T> {
+    Err(Error::InvalidConfig {
+        field,
+        reason: reason.into(),
+    })
+}
+
+fn positive(field: &'static str, value: Duration) -> Result<()> {
+    if value.is_zero() {
+        return invalid(field, "must be greater than zero");
+    }
+    Ok(())
+}
+
+fn parse_num<T: std::str::FromStr>(field: &'static str, value: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .or_else(|_| invalid(field, format!("`{value}` is not a valid number")))
+}
+
+fn parse_bool(field: &'static str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => invalid(field, format!("`{value}` is not true or false")),
+    }
+}
+
+/// Parses `500ms`, `30`, `30s`, `10m`, `2h` (fractions allowed: `1.5s`).
+pub(crate) fn parse_duration(field: &'static str, value: &str) -> Result<Duration> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) => {
+            return invalid(
+                field,
+                format!("`{value}` is not a duration such as 500ms, 30s, 10m or 2h"),
+            );
+        }
+    };
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => {
+            return invalid(
+                field,
+                format!("`{value}` has an unknown unit: use ms, s, m or h"),
+            );
+        }
+    };
+    Duration::try_from_secs_f64(seconds)
+        .or_else(|_| invalid(field, format!("`{value}` is out of range")))
+}
+
+fn generate_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    // The last hex digits of a v7 id are random.
+    let random = &suffix[suffix.len() - 6..];
+    format!("{host}-{}-{random}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_constants() -> Result<()> {
+        let c = Config::builder("postgres://localhost/db").build()?;
+        assert_eq!(c.max_retries(), 3);
+        assert_eq!(c.base_retry_delay(), Duration::from_secs(5));
+        assert_eq!(c.retry_backoff_multiplier(), 2.0);
+        assert_eq!(c.lock_timeout(), Duration::from_secs(600));
+        assert_eq!(c.default_task_timeout(), None);
+        assert_eq!(c.poll_interval(), Duration::from_secs(1));
+        assert!(c.run_migrations());
+        assert!(!c.worker_id().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn worker_ids_differ_between_configs() -> Result<()> {
+        let a = Config::builder("postgres://localhost/db").build()?;
+        let b = Config::builder("postgres://localhost/db").build()?;
+        assert_ne!(a.worker_id(), b.worker_id());
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        let base = || Config::builder("postgres://localhost/db");
+        let cases = [
+            (base().base_retry_delay(Duration::ZERO), "base_retry_delay"),
+            (base().poll_interval(Duration::ZERO), "poll_interval"),
+            (base().retry_backoff_multiplier(0.5), "retry_backoff_multiplier"),
+            (base().retry_backoff_multiplier(f64::NAN), "retry_backoff_multiplier"),
+            (base().lock_timeout(Duration::from_millis(10)), "lock_timeout"),
+            (base().default_task_timeout(Some(Duration::ZERO)), "default_task_timeout"),
+            (base().retry_jitter(1.0), "retry_jitter"),
+            (base().worker_id(" "), "worker_id"),
+            (base().max_connections(0), "max_connections"),
+            (base().max_retry_delay(Duration::from_secs(1)), "max_retry_delay"),
+            (Config::builder(""), "database_url"),
+        ];
+        for (builder, field) in cases {
+            match builder.build() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_environment_variables() -> Result<()> {
+        let c = ConfigBuilder::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u:pw@h/db"),
+            ("TASKLIB_MAX_RETRIES", "7"),
+            ("TASKLIB_BASE_RETRY_DELAY", "250ms"),
+            ("TASKLIB_RETRY_BACKOFF_MULTIPLIER", "1.5"),
+            ("TASKLIB_LOCK_TIMEOUT", "2m"),
+            ("TASKLIB_DEFAULT_TASK_TIMEOUT", "30"),
+            ("TASKLIB_POLL_INTERVAL", "0.5s"),
+            ("TASKLIB_WORKER_ID", "w-1"),
+            ("TASKLIB_RUN_MIGRATIONS", "false"),
+        ]))?
+        .build()?;
+        assert_eq!(c.max_retries(), 7);
+        assert_eq!(c.base_retry_delay(), Duration::from_millis(250));
+        assert_eq!(c.retry_backoff_multiplier(), 1.5);
+        assert_eq!(c.lock_timeout(), Duration::from_secs(120));
+        assert_eq!(c.default_task_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!(c.poll_interval(), Duration::from_millis(500));
+        assert_eq!(c.worker_id(), "w-1");
+        assert!(!c.run_migrations());
+        Ok(())
+    }
+
+    #[test]
+    fn missing_url_and_bad_values_are_named() {
+        match ConfigBuilder::from_vars(vars(&[])) {
+            Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "DATABASE_URL"),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+        let bad = ConfigBuilder::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            ("TASKLIB_POLL_INTERVAL", "soon"),
+        ]));
+        match bad {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "TASKLIB_POLL_INTERVAL");
+                assert!(reason.contains("soon"));
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_durations() -> Result<()> {
+        assert_eq!(parse_duration("x", "500ms")?, Duration::from_millis(500));
+        assert_eq!(parse_duration("x", "30")?, Duration::from_secs(30));
+        assert_eq!(parse_duration("x", "10m")?, Duration::from_secs(600));
+        assert_eq!(parse_duration("x", "2h")?, Duration::from_secs(7200));
+        assert!(parse_duration("x", "10 parsecs").is_err());
+        assert!(parse_duration("x", "").is_err());
+        Ok(())
+    }
+}

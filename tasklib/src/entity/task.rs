@@ -1,0 +1,63 @@
+//! The `tasks` table.
+
+use sea_orm::entity::prelude::*;
+
+use crate::TaskState;
+
+/// One row of `tasks`: every fact about one task.
+///
+/// Most code reads [`TaskRecord`](crate::TaskRecord) instead, which adds predicates and
+/// unwraps the stored result; this model is for SeaORM queries of your own.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "tasks")]
+pub struct Model {
+    /// Time-ordered (v7) id.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// The task type's stable name.
+    pub name: String,
+    /// The queue it runs on.
+    pub queue: String,
+    /// The arguments, as JSON.
+    pub args: Json,
+    /// Life-cycle state.
+    pub state: TaskState,
+    /// The output of a completed task, as `{"value": …}`.
+    pub result: Option<Json>,
+    /// The last attempt's error, with its chain of causes.
+    pub error: Option<String>,
+    /// Retries granted so far.
+    pub retry_count: i32,
+    /// Retries allowed before the task fails for good.
+    pub max_retries: i32,
+    /// Attempts started; the fencing token of the current attempt.
+    pub attempt: i32,
+    /// When the task becomes runnable.
+    pub scheduled_at: DateTimeWithTimeZone,
+    /// When the current or last attempt started.
+    pub started_at: Option<DateTimeWithTimeZone>,
+    /// When the task reached a final state.
+    pub completed_at: Option<DateTimeWithTimeZone>,
+    /// When it was submitted.
+    pub created_at: DateTimeWithTimeZone,
+    /// When a failed task with retries left runs again.
+    pub next_retry_at: Option<DateTimeWithTimeZone>,
+    /// The worker holding (or last holding) the task.
+    pub worker_id: Option<String>,
+    /// Until when that worker's claim holds.
+    pub locked_until: Option<DateTimeWithTimeZone>,
+    /// Time limit of one attempt, in seconds.
+    pub timeout_seconds: Option<f64>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Free-form labels, a JSON object.
+    pub tags: Json,
+    /// When cancellation of a running task was asked for.
+    pub cancel_requested_at: Option<DateTimeWithTimeZone>,
+}
+
+/// `tasks` has no relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,203 @@
+//! The error type of every fallible tasklib call.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::url::RedactedUrl;
+
+/// Result type used throughout tasklib.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to tasklib.
+///
+/// Messages are short and lowercase and say what to do; the underlying cause, where there is
+/// one, is kept as the [`source`](std::error::Error::source) (print the whole chain, e.g. with
+/// `{:#}` in anyhow or by walking `source()`). No variant ever contains a database password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database could not be reached at startup.
+    #[error("could not connect to PostgreSQL at {url}: check that the server runs and the URL is right")]
+    Connect {
+        /// The URL, with its password replaced by `***`.
+        url: RedactedUrl,
+        /// What the driver said.
+        #[source]
+        source: sea_orm::DbErr,
+    },
+
+    /// A query failed.
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+
+    /// Applying tasklib's migrations failed; the schema is left as it was before.
+    #[error("applying tasklib migrations failed")]
+    Migration(#[source] sea_orm::DbErr),
+
+    /// A configuration value is out of range or unparsable. Raised once, when building the
+    /// configuration, never later.
+    #[error("invalid configuration for `{field}`: {reason}")]
+    InvalidConfig {
+        /// The setting (its builder method, or its `TASKLIB_*` variable).
+        field: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+
+    /// The task's arguments failed their `validator` rules; nothing was written.
+    #[error("invalid arguments for task `{task}`{}", item_suffix(*.index))]
+    InvalidArgs {
+        /// The task name.
+        task: String,
+        /// For a bulk submit, the position of the offending item.
+        index: Option<usize>,
+        /// The field errors (`source.field_errors()` maps each field to its failures).
+        #[source]
+        source: validator::ValidationErrors,
+    },
+
+    /// JSON arguments (the name-based submit path, or a stored row) do not match the task's
+    /// argument type; nothing was written.
+    #[error("arguments do not fit the argument type of task `{task}`{}", item_suffix(*.index))]
+    ArgsMismatch {
+        /// The task name.
+        task: String,
+        /// For a bulk submit, the position of the offending item.
+        index: Option<usize>,
+        /// What serde said (names the field and the expected type).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Arguments or a result could not be turned into JSON (a map with non-string keys, a
+    /// failing `Serialize` impl).
+    #[error("could not serialize the arguments of task `{task}` to JSON")]
+    Serialize {
+        /// The task name.
+        task: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The arguments hold something PostgreSQL cannot store in `jsonb`: the NUL character
+    /// (U+0000) in a string or key. Nothing was written.
+    #[error(
+        "arguments of task `{task}` contain the NUL character (U+0000) at `{path}`, which PostgreSQL cannot store: remove it or encode the value (e.g. base64)"
+    )]
+    NulCharacter {
+        /// The task name.
+        task: String,
+        /// A JSON pointer to the offending value, such as `/subject` or `/items/3`.
+        path: String,
+    },
+
+    /// The serialized arguments exceed the configured limit; nothing was written.
+    #[error(
+        "arguments of task `{task}` are {size} bytes, over the limit of {limit}: store large payloads elsewhere and pass a reference, or raise `max_args_bytes`"
+    )]
+    ArgsTooLarge {
+        /// The task name.
+        task: String,
+        /// Size of the serialized arguments, in bytes.
+        size: usize,
+        /// The configured limit ([`crate::Config::max_args_bytes`]).
+        limit: usize,
+    },
+
+    /// A submit option is invalid (tags that are not a JSON object, an empty queue name...).
+    #[error("invalid submit option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No task of that name is registered with this `TaskLib`.
+    #[error("no task named `{name}` is registered: call `register` for it first")]
+    UnknownTask {
+        /// The name asked for.
+        name: String,
+    },
+
+    /// A task with this name is already registered.
+    #[error("a task named `{name}` is already registered")]
+    DuplicateTask {
+        /// The name.
+        name: String,
+    },
+
+    /// No task has this id.
+    #[error("no task with id {id}")]
+    NotFound {
+        /// The id asked for.
+        id: Uuid,
+    },
+
+    /// The operation does not apply to the task in its current state.
+    #[error("task {id} is {state} and cannot be {action}")]
+    InvalidState {
+        /// The task.
+        id: Uuid,
+        /// Its state when asked.
+        state: crate::TaskState,
+        /// What was asked ("cancelled", "retried").
+        action: &'static str,
+    },
+
+    /// A stored row holds a value tasklib cannot read (an unknown state, say), usually because
+    /// something other than tasklib wrote it.
+    #[error("task {id} has an unreadable `{column}` column: {reason}")]
+    CorruptRow {
+        /// The task.
+        id: Uuid,
+        /// The column.
+        column: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The worker pool's dedicated LISTEN connection failed.
+    #[error("the notification listener connection failed")]
+    Listener(#[source] tokio_postgres::Error),
+
+    /// Shutting down did not finish within the grace period.
+    #[error("shutdown did not finish within {0:?}; tasks still running are left to lock expiry")]
+    ShutdownTimeout(Duration),
+}
+
+fn item_suffix(index: Option<usize>) -> String {
+    index.map(|i| format!(" (item {i})")).unwrap_or_default()
+}
+
+impl Error {
+    /// True when the task asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// True when the error is about the caller's input (arguments, options, unknown task):
+    /// retrying the same call cannot succeed. An HTTP handler maps these to 4xx.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidArgs { .. }
+                | Error::ArgsMismatch { .. }
+                | Error::NulCharacter { .. }
+                | Error::ArgsTooLarge { .. }
+                | Error::InvalidOption { .. }
+                | Error::UnknownTask { .. }
+                | Error::Serialize { .. }
+        )
+    }
+
+    /// The field errors, when this is a validation failure.
+    pub fn validation_errors(&self) -> Option<&validator::ValidationErrors> {
+        match self {
+            Error::InvalidArgs { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

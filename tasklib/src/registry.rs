@@ -1,0 +1,198 @@
+//! The registry: task names mapped to boxed handlers and to the checks the name-based submit
+//! path needs.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::handler::{BlockingHandler, Handler};
+use crate::task::{Task, TaskContext, TaskError};
+use crate::{Error, Result};
+
+/// What is known about a registered task type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// [`Task::NAME`].
+    pub name: String,
+    /// [`Task::QUEUE`].
+    pub queue: String,
+    /// [`Task::MAX_RETRIES`].
+    pub max_retries: Option<u32>,
+    /// [`Task::TIMEOUT`].
+    pub timeout: Option<Duration>,
+    /// [`Task::PRIORITY`].
+    pub priority: i32,
+    /// Whether it runs on the blocking thread pool.
+    pub blocking: bool,
+}
+
+impl TaskInfo {
+    fn of<T: Task>(blocking: bool) -> TaskInfo {
+        TaskInfo {
+            name: T::NAME.to_owned(),
+            queue: T::QUEUE.to_owned(),
+            max_retries: T::MAX_RETRIES,
+            timeout: T::TIMEOUT,
+            priority: T::PRIORITY,
+            blocking,
+        }
+    }
+}
+
+/// A handler with its argument type erased: takes and returns JSON.
+pub(crate) trait ErasedHandler: Send + Sync {
+    /// Decodes the arguments and runs one attempt; the output comes back as JSON.
+    fn call(&self, args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>>;
+}
+
+/// One registered task type.
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub(crate) info: TaskInfo,
+    /// Decodes JSON into the argument type and validates it (for `submit_json`).
+    pub(crate) check: fn(&str, Value) -> Result<Value>,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// Task names and their handlers. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Registry {
+    tasks: Arc<RwLock<BTreeMap<String, Registered>>>,
+}
+
+impl Registry {
+    pub(crate) fn register<T: Task, H: Handler<T>>(&self, handler: H) -> Result<()> {
+        let runner = AsyncRunner::<T, H> {
+            handler: Arc::new(handler),
+            _args: PhantomData,
+        };
+        self.insert(Registered {
+            info: TaskInfo::of::<T>(false),
+            check: check_json::<T>,
+            handler: Arc::new(runner),
+        })
+    }
+
+    pub(crate) fn register_blocking<T: Task, H: BlockingHandler<T>>(&self, handler: H) -> Result<()> {
+        let runner = BlockingRunner::<T, H> {
+            handler: Arc::new(handler),
+            _args: PhantomData,
+        };
+        self.insert(Registered {
+            info: TaskInfo::of::<T>(true),
+            check: check_json::<T>,
+            handler: Arc::new(runner),
+        })
+    }
+
+    fn insert(&self, registered: Registered) -> Result<()> {
+        let mut tasks = self.tasks.write().unwrap_or_else(PoisonError::into_inner);
+        let name = registered.info.name.clone();
+        if tasks.contains_key(&name) {
+            return Err(Error::DuplicateTask { name });
+        }
+        tasks.insert(name, registered);
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Registered> {
+        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
+        tasks.get(name).cloned()
+    }
+
+    /// The registered task types, by name.
+    pub(crate) fn infos(&self) -> Vec<TaskInfo> {
+        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
+        tasks.values().map(|r| r.info.clone()).collect()
+    }
+}
+
+/// Decodes `args` into `T`, validates it, and returns its canonical JSON (the form `T`
+/// serializes to, so defaults are filled in and unknown fields are dropped the same way a
+/// typed submit would).
+fn check_json<T: Task>(name: &str, args: Value) -> Result<Value> {
+    let typed: T = serde_json::from_value(args).map_err(|source| Error::ArgsMismatch {
+        task: name.to_owned(),
+        index: None,
+        source,
+    })?;
+    typed.validate().map_err(|source| Error::InvalidArgs {
+        task: name.to_owned(),
+        index: None,
+        source,
+    })?;
+    serde_json::to_value(&typed).map_err(|source| Error::Serialize {
+        task: name.to_owned(),
+        source,
+    })
+}
+
+/// Decoding a stored row failed: the argument type changed since the task was submitted.
+/// Retrying cannot fix that, so the failure is permanent.
+fn decode_args<T: Task>(args: Value) -> Result<T, TaskError> {
+    serde_json::from_value(args).map_err(|e| {
+        TaskError::permanent(format!(
+            "stored arguments do not deserialize into the argument type of `{}` (changed since submit?): {e}",
+            T::NAME
+        ))
+    })
+}
+
+fn encode_output<T: Task>(output: T::Output) -> Result<Value, TaskError> {
+    serde_json::to_value(output).map_err(|e| {
+        TaskError::permanent(format!("the output of `{}` does not serialize to JSON: {e}", T::NAME))
+    })
+}
+
+struct AsyncRunner<T, H> {
+    handler: Arc<H>,
+    _args: PhantomData<fn() -> T>,
+}
+
+impl<T: Task, H: Handler<T>> ErasedHandler for AsyncRunner<T, H> {
+    fn call(&self, args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+        let handler = Arc::clone(&self.handler);
+        Box::pin(async move {
+            let args = decode_args::<T>(args)?;
+            let output = handler.run(args, ctx).await?;
+            encode_output::<T>(output)
+        })
+    }
+}
+
+struct BlockingRunner<T, H> {
+    handler: Arc<H>,
+    _args: PhantomData<fn() -> T>,
+}
+
+impl<T: Task, H: BlockingHandler<T>> ErasedHandler for BlockingRunner<T, H> {
+    fn call(&self, args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>> {
+        let handler = Arc::clone(&self.handler);
+        Box::pin(async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                let args = decode_args::<T>(args)?;
+                let output = handler.run(args, ctx)?;
+                encode_output::<T>(output)
+            })
+            .await;
+            match joined {
+                Ok(outcome) => outcome,
+                Err(join_error) if join_error.is_panic() => {
+                    std::panic::resume_unwind(join_error.into_panic())
+                }
+                Err(join_error) => Err(TaskError::retry(join_error)),
+            }
+        })
+    }
+}

@@ -1,0 +1,281 @@
+//! Task types: the [`Task`] trait for arguments, the [`TaskContext`] a handler receives, and
+//! the [`TaskError`] outcomes it can return.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::config::DEFAULT_QUEUE;
+
+/// A boxed error, as handlers return them.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The arguments of one kind of task: the data that is stored in the `args` column, with a
+/// stable name that says which handler runs it.
+///
+/// The type is the contract between the code that submits and the code that runs: it is
+/// checked by `validator` at submit time (invalid arguments are rejected before anything is
+/// written) and deserialized again by the worker. The handler that runs it is separate (see
+/// [`Handler`](crate::Handler)), so it can own state such as a connection pool or an HTTP
+/// client, and so a web process can submit a task without linking its handler.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use validator::Validate;
+///
+/// #[derive(Debug, Serialize, Deserialize, Validate)]
+/// struct SendEmail {
+///     #[validate(email)]
+///     to: String,
+///     #[validate(length(min = 1, max = 200))]
+///     subject: String,
+/// }
+///
+/// impl tasklib::Task for SendEmail {
+///     const NAME: &'static str = "send_email";
+///     const QUEUE: &'static str = "email";
+///     const MAX_RETRIES: Option<u32> = Some(5);
+///     type Output = bool;
+/// }
+/// ```
+pub trait Task: Serialize + DeserializeOwned + Validate + Send + 'static {
+    /// The stable name stored with each task. Renaming it orphans tasks already submitted
+    /// under the old name.
+    const NAME: &'static str;
+    /// The queue tasks of this type go to unless a submit says otherwise.
+    /// Defaults to [`DEFAULT_QUEUE`].
+    const QUEUE: &'static str = DEFAULT_QUEUE;
+    /// Retries for this type; `None` uses [`Config::max_retries`](crate::Config::max_retries).
+    const MAX_RETRIES: Option<u32> = None;
+    /// Time limit of one attempt; `None` uses
+    /// [`Config::default_task_timeout`](crate::Config::default_task_timeout).
+    const TIMEOUT: Option<Duration> = None;
+    /// Priority for this type (higher runs first). Defaults to 0.
+    const PRIORITY: i32 = 0;
+    /// What a successful run returns; stored as `{"value": …}` in the `result` column.
+    type Output: Serialize + Send + 'static;
+}
+
+/// What a handler knows about the attempt it is running.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: u32,
+    pub(crate) retry_count: u32,
+    pub(crate) max_retries: u32,
+    pub(crate) worker_id: String,
+    pub(crate) tags: serde_json::Value,
+    pub(crate) cancelled: watch::Receiver<bool>,
+}
+
+impl TaskContext {
+    /// A context for calling a handler directly in a unit test: attempt 1, no retries
+    /// used, never cancelled.
+    pub fn for_test(name: impl Into<String>) -> TaskContext {
+        let (_, cancelled) = watch::channel(false);
+        TaskContext {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            attempt: 1,
+            retry_count: 0,
+            max_retries: 0,
+            worker_id: "test".to_owned(),
+            tags: serde_json::Value::Object(Default::default()),
+            cancelled,
+        }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The queue it was claimed from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+    /// Which attempt this is, from 1. Higher than `retry_count + 1` when an earlier attempt's
+    /// worker died.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// Retries granted before this attempt.
+    pub fn retry_count(&self) -> u32 {
+        self.retry_count
+    }
+    /// Retries allowed in all.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+    /// True when this is the last attempt the task gets if it fails.
+    pub fn is_last_attempt(&self) -> bool {
+        self.retry_count >= self.max_retries
+    }
+    /// The worker running it.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+    /// The tags it was submitted with.
+    pub fn tags(&self) -> &serde_json::Value {
+        &self.tags
+    }
+    /// True once someone asked to cancel this task while it runs. A handler doing long work
+    /// should check it between steps and return [`TaskError::cancel`].
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+    /// Resolves when cancellation is asked for (never, if it is not), for use in
+    /// `tokio::select!` beside the handler's work.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancelled.clone();
+        if rx.wait_for(|cancelled| *cancelled).await.is_err() {
+            // The sender is gone: nobody can cancel any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How a handler's failure is handled: the closed set of outcomes besides success.
+///
+/// | outcome | made by | what happens to the row |
+/// |---|---|---|
+/// | retry | `?` on any error, [`TaskError::retry`] | `failed`, `next_retry_at` = now + backoff, if retries are left; otherwise `failed` for good |
+/// | retry after | [`TaskError::retry_after`] | as retry, but after exactly the given delay |
+/// | permanent | [`TaskError::permanent`] | `failed` for good at once, retries left or not |
+/// | cancel | [`TaskError::cancel`] | `cancelled`, the reason in `error` |
+///
+/// A timeout or a panic counts as a retry outcome. In every case `error` holds the message
+/// with its chain of causes.
+#[non_exhaustive]
+pub enum TaskError {
+    /// Retry with the configured exponential backoff (if retries are left).
+    Retry(BoxError),
+    /// Retry after the given delay (if retries are left).
+    RetryAfter(Duration, BoxError),
+    /// Fail now, without further retries.
+    Permanent(BoxError),
+    /// Stop and mark the task cancelled.
+    Cancel(String),
+}
+
+impl TaskError {
+    /// A failure to retry with backoff (what `?` produces).
+    pub fn retry(error: impl Into<BoxError>) -> Self {
+        TaskError::Retry(error.into())
+    }
+    /// A failure to retry after `delay` (a rate limit's `Retry-After`, say).
+    pub fn retry_after(delay: Duration, error: impl Into<BoxError>) -> Self {
+        TaskError::RetryAfter(delay, error.into())
+    }
+    /// A failure that retrying cannot fix (bad input, a deleted record).
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        TaskError::Permanent(error.into())
+    }
+    /// Stops the task and marks it cancelled.
+    pub fn cancel(reason: impl Into<String>) -> Self {
+        TaskError::Cancel(reason.into())
+    }
+
+    /// The message with its chain of causes, `outer: inner: root`, as stored in `error`.
+    pub fn message(&self) -> String {
+        match self {
+            TaskError::Retry(e) | TaskError::RetryAfter(_, e) | TaskError::Permanent(e) => {
+                error_chain(e.as_ref())
+            }
+            TaskError::Cancel(reason) => format!("cancelled: {reason}"),
+        }
+    }
+}
+
+/// Formats an error and its sources as `outer: inner: root`, skipping a cause whose text the
+/// outer message already contains.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Any error converts into a retry, so `?` works in handlers.
+impl<E: Into<BoxError>> From<E> for TaskError {
+    fn from(error: E) -> Self {
+        TaskError::Retry(error.into())
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            TaskError::Retry(_) => "Retry",
+            TaskError::RetryAfter(_, _) => "RetryAfter",
+            TaskError::Permanent(_) => "Permanent",
+            TaskError::Cancel(_) => "Cancel",
+        };
+        write!(f, "TaskError::{kind}({:?})", self.message())
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("smtp send failed")]
+    struct Outer(#[source] std::io::Error);
+
+    fn fails() -> Result<(), TaskError> {
+        Err(Outer(std::io::Error::other("connection reset")))?;
+        Ok(())
+    }
+
+    #[test]
+    fn question_mark_gives_a_retry_with_the_chain() {
+        let err = fails().err();
+        assert!(matches!(err, Some(TaskError::Retry(_))));
+        assert_eq!(
+            err.map(|e| e.message()).as_deref(),
+            Some("smtp send failed: connection reset")
+        );
+    }
+
+    #[test]
+    fn strings_convert_too() {
+        let err: TaskError = "plain message".into();
+        assert_eq!(err.message(), "plain message");
+        let err = TaskError::permanent(format!("record {} gone", 7));
+        assert!(matches!(err, TaskError::Permanent(_)));
+    }
+
+    #[test]
+    fn test_context_is_first_attempt() {
+        let ctx = TaskContext::for_test("x");
+        assert_eq!(ctx.attempt(), 1);
+        assert!(!ctx.is_cancelled());
+        assert!(ctx.is_last_attempt());
+    }
+}
