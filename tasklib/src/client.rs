@@ -10,12 +10,14 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::control::{self, CancelOutcome};
 use crate::handler::{BlockingHandler, Handler};
 use crate::query::{self, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
 use crate::submit::{self, NewTask, SubmitOptions, TypeDefaults};
 use crate::task::Task;
+use crate::worker::{TaskWorker, WorkerPool};
 use crate::{Error, Result, migrate};
 
 /// The handle to a tasklib database: register task types, submit tasks, inspect them.
@@ -124,6 +126,10 @@ impl TaskLib {
         self.inner.registry.register_blocking::<T, H>(handler)
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     /// The registered task types, sorted by name.
     pub fn get_registered_tasks(&self) -> Vec<TaskInfo> {
         self.inner.registry.infos()
@@ -220,8 +226,14 @@ impl TaskLib {
     /// # Errors
     /// [`Error::UnknownTask`] for a name not registered, [`Error::ArgsMismatch`] when the
     /// JSON does not fit the type, and everything [`submit`](Self::submit) returns.
-    pub async fn submit_json(&self, name: &str, args: Value, options: SubmitOptions) -> Result<Uuid> {
-        self.submit_json_in(&self.inner.db, name, args, options).await
+    pub async fn submit_json(
+        &self,
+        name: &str,
+        args: Value,
+        options: SubmitOptions,
+    ) -> Result<Uuid> {
+        self.submit_json_in(&self.inner.db, name, args, options)
+            .await
     }
 
     /// [`submit_json`](Self::submit_json) inside the caller's transaction.
@@ -239,7 +251,9 @@ impl TaskLib {
             .inner
             .registry
             .get(name)
-            .ok_or_else(|| Error::UnknownTask { name: name.to_owned() })?;
+            .ok_or_else(|| Error::UnknownTask {
+                name: name.to_owned(),
+            })?;
         let args = (registered.check)(name, args)?;
         let info = &registered.info;
         let defaults = TypeDefaults {
@@ -253,7 +267,12 @@ impl TaskLib {
         Ok(ids.into_iter().next().unwrap_or(row.id()))
     }
 
-    fn prepare_typed<T: Task>(&self, args: &T, index: Option<usize>, options: &SubmitOptions) -> Result<NewTask> {
+    fn prepare_typed<T: Task>(
+        &self,
+        args: &T,
+        index: Option<usize>,
+        options: &SubmitOptions,
+    ) -> Result<NewTask> {
         args.validate().map_err(|source| Error::InvalidArgs {
             task: T::NAME.to_owned(),
             index,
@@ -295,5 +314,24 @@ impl TaskLib {
     /// [`Error::Database`] when the query fails.
     pub async fn count_tasks(&self) -> Result<TaskCounts> {
         query::counts(&self.inner.db).await
+    }
+
+    /// Cancels a task: a waiting one at once, a running one by asking its handler (see
+    /// [`CancelOutcome`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] when the task already
+    /// finished; [`Error::Database`] when the statement fails.
+    pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome> {
+        control::cancel(&self.inner.db, id).await
+    }
+
+    /// Starts an in-process worker pool with `concurrency` slots, serving the queues of every
+    /// registered task type. For per-queue slots and other settings, use [`TaskWorker`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when no task type is registered or `concurrency` is 0.
+    pub fn spawn_workers(&self, concurrency: usize) -> Result<WorkerPool> {
+        TaskWorker::new(self).concurrency(concurrency).spawn()
     }
 }

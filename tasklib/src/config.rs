@@ -273,7 +273,10 @@ impl ConfigBuilder {
         if !(c.retry_backoff_multiplier.is_finite() && c.retry_backoff_multiplier >= 1.0) {
             return invalid(
                 "retry_backoff_multiplier",
-                format!("must be a number >= 1.0, got {}", c.retry_backoff_multiplier),
+                format!(
+                    "must be a number >= 1.0, got {}",
+                    c.retry_backoff_multiplier
+                ),
             );
         }
         if c.max_retry_delay < c.base_retry_delay {
@@ -500,14 +503,29 @@ mod tests {
         let cases = [
             (base().base_retry_delay(Duration::ZERO), "base_retry_delay"),
             (base().poll_interval(Duration::ZERO), "poll_interval"),
-            (base().retry_backoff_multiplier(0.5), "retry_backoff_multiplier"),
-            (base().retry_backoff_multiplier(f64::NAN), "retry_backoff_multiplier"),
-            (base().lock_timeout(Duration::from_millis(10)), "lock_timeout"),
-            (base().default_task_timeout(Some(Duration::ZERO)), "default_task_timeout"),
+            (
+                base().retry_backoff_multiplier(0.5),
+                "retry_backoff_multiplier",
+            ),
+            (
+                base().retry_backoff_multiplier(f64::NAN),
+                "retry_backoff_multiplier",
+            ),
+            (
+                base().lock_timeout(Duration::from_millis(10)),
+                "lock_timeout",
+            ),
+            (
+                base().default_task_timeout(Some(Duration::ZERO)),
+                "default_task_timeout",
+            ),
             (base().retry_jitter(1.0), "retry_jitter"),
             (base().worker_id(" "), "worker_id"),
             (base().max_connections(0), "max_connections"),
-            (base().max_retry_delay(Duration::from_secs(1)), "max_retry_delay"),
+            (
+                base().max_retry_delay(Duration::from_secs(1)),
+                "max_retry_delay",
+            ),
             (Config::builder(""), "database_url"),
         ];
         for (builder, field) in cases {

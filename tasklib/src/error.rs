@@ -18,7 +18,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The database could not be reached at startup.
-    #[error("could not connect to PostgreSQL at {url}: check that the server runs and the URL is right")]
+    #[error(
+        "could not connect to PostgreSQL at {url}: check that the server runs and the URL is right"
+    )]
     Connect {
         /// The URL, with its password replaced by `***`.
         url: RedactedUrl,

@@ -68,6 +68,7 @@
 
 mod client;
 mod config;
+mod control;
 pub mod entity;
 mod error;
 mod handler;
@@ -75,10 +76,12 @@ mod migrate;
 mod query;
 mod record;
 mod registry;
+mod retry;
 mod state;
 mod submit;
 mod task;
 mod url;
+mod worker;
 
 pub use client::TaskLib;
 pub use config::{
@@ -87,6 +90,7 @@ pub use config::{
     DEFAULT_QUEUE, DEFAULT_RETRY_BACKOFF_MULTIPLIER, DEFAULT_RETRY_JITTER,
     DEFAULT_SHUTDOWN_GRACE_PERIOD,
 };
+pub use control::CancelOutcome;
 pub use error::{Error, Result};
 pub use handler::{BlockingHandler, Handler};
 pub use migrate::{MIGRATION_LOCK_KEY, migrate, pending_migrations};
@@ -97,6 +101,10 @@ pub use state::{ParseTaskStateError, TaskState};
 pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
 pub use url::RedactedUrl;
+pub use worker::{
+    CANCEL_CHANNEL, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, TaskOutcome, TaskWorker,
+    WorkerEvent, WorkerPool, shutdown_signal,
+};
 
 /// The migration crate, re-exported (its `Migrator` is what [`migrate()`] applies).
 pub use tasklib_migration as migration;

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// The key of the transaction-scoped advisory lock that serialises migrations
 /// (`'tasklib'` in ASCII). Other tasklib versions use the same key, so an old and a new
 /// instance starting together never migrate at the same time.
-pub const MIGRATION_LOCK_KEY: i64 = 0x7461_736b_6c69_62;
+pub const MIGRATION_LOCK_KEY: i64 = 0x0074_6173_6b6c_6962;
 
 /// Applies pending tasklib migrations, in one transaction holding
 /// `pg_advisory_xact_lock(`[`MIGRATION_LOCK_KEY`]`)`.

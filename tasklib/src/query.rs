@@ -81,10 +81,16 @@ impl TaskFilter {
 }
 
 pub(crate) async fn get<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<TaskRecord>> {
-    Ok(task::Entity::find_by_id(id).one(conn).await?.map(TaskRecord::from))
+    Ok(task::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .map(TaskRecord::from))
 }
 
-pub(crate) async fn list<C: ConnectionTrait>(conn: &C, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
+pub(crate) async fn list<C: ConnectionTrait>(
+    conn: &C,
+    filter: &TaskFilter,
+) -> Result<Vec<TaskRecord>> {
     let limit = filter.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(Error::InvalidOption {

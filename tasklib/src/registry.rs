@@ -61,7 +61,9 @@ pub(crate) struct Registered {
 
 impl std::fmt::Debug for Registered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registered").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Registered")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +86,10 @@ impl Registry {
         })
     }
 
-    pub(crate) fn register_blocking<T: Task, H: BlockingHandler<T>>(&self, handler: H) -> Result<()> {
+    pub(crate) fn register_blocking<T: Task, H: BlockingHandler<T>>(
+        &self,
+        handler: H,
+    ) -> Result<()> {
         let runner = BlockingRunner::<T, H> {
             handler: Arc::new(handler),
             _args: PhantomData,
@@ -151,7 +156,10 @@ fn decode_args<T: Task>(args: Value) -> Result<T, TaskError> {
 
 fn encode_output<T: Task>(output: T::Output) -> Result<Value, TaskError> {
     serde_json::to_value(output).map_err(|e| {
-        TaskError::permanent(format!("the output of `{}` does not serialize to JSON: {e}", T::NAME))
+        TaskError::permanent(format!(
+            "the output of `{}` does not serialize to JSON: {e}",
+            T::NAME
+        ))
     })
 }
 

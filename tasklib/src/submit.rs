@@ -249,7 +249,11 @@ fn find_nul(value: &Value, path: &mut String) -> Option<String> {
         Value::Object(map) => map.iter().find_map(|(key, item)| {
             let len = path.len();
             path.push('/');
-            path.push_str(&key.replace('~', "~0").replace('/', "~1").replace('\0', "\\u0000"));
+            path.push_str(
+                &key.replace('~', "~0")
+                    .replace('/', "~1")
+                    .replace('\0', "\\u0000"),
+            );
             let found = if key.contains('\0') {
                 Some(pointer_or_root(path))
             } else {
@@ -263,7 +267,11 @@ fn find_nul(value: &Value, path: &mut String) -> Option<String> {
 }
 
 fn pointer_or_root(path: &str) -> String {
-    if path.is_empty() { "/".to_owned() } else { path.to_owned() }
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Inserts all rows in one statement: one parameter, a JSON array of rows, unpacked by
@@ -290,7 +298,8 @@ pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, rows: &[NewTask]) -> Re
         task: rows.first().map(|r| r.name.clone()).unwrap_or_default(),
         source,
     })?;
-    let statement = Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, [payload.into()]);
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, [payload.into()]);
     let result = conn.execute_raw(statement).await?;
     debug_assert_eq!(result.rows_affected(), rows.len() as u64);
     Ok(rows.iter().map(NewTask::id).collect())
@@ -303,9 +312,21 @@ mod tests {
 
     #[test]
     fn finds_nul_characters_with_their_path() {
-        assert_eq!(find_nul(&json!({"a": "ok", "b": ["x", "y\u{0}"]}), &mut String::new()), Some("/b/1".into()));
-        assert_eq!(find_nul(&json!({"k\u{0}": 1}), &mut String::new()), Some("/k\\u0000".into()));
-        assert_eq!(find_nul(&json!("\u{0}"), &mut String::new()), Some("/".into()));
+        assert_eq!(
+            find_nul(
+                &json!({"a": "ok", "b": ["x", "y\u{0}"]}),
+                &mut String::new()
+            ),
+            Some("/b/1".into())
+        );
+        assert_eq!(
+            find_nul(&json!({"k\u{0}": 1}), &mut String::new()),
+            Some("/k\\u0000".into())
+        );
+        assert_eq!(
+            find_nul(&json!("\u{0}"), &mut String::new()),
+            Some("/".into())
+        );
         assert_eq!(find_nul(&json!({"a": {"b": 1}}), &mut String::new()), None);
     }
 

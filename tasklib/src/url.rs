@@ -46,7 +46,11 @@ fn redact(raw: &str) -> String {
                 let pairs: Vec<(String, String)> = parsed
                     .query_pairs()
                     .map(|(k, v)| {
-                        let v = if k.eq_ignore_ascii_case("password") { "***".into() } else { v.into_owned() };
+                        let v = if k.eq_ignore_ascii_case("password") {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
                         (k.into_owned(), v)
                     })
                     .collect();
@@ -81,7 +85,10 @@ mod tests {
         assert!(!shown.contains("pw"), "{shown}");
         assert!(!shown.contains("other"), "{shown}");
         assert!(shown.contains("sslmode=require"), "{shown}");
-        assert_eq!(url.expose(), "postgres://u:pw%40x@h/db?password=other&sslmode=require");
+        assert_eq!(
+            url.expose(),
+            "postgres://u:pw%40x@h/db?password=other&sslmode=require"
+        );
     }
 
     #[test]

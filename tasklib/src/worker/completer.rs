@@ -1,0 +1,171 @@
+//! The completer: turns an attempt's outcome into the row's next state, and writes it fenced
+//! by worker id and attempt.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::events::TaskOutcome;
+use super::pool::PoolShared;
+use super::store::{self, AttemptRef};
+use crate::retry::BackoffPolicy;
+use crate::task::TaskError;
+
+/// What to write.
+#[derive(Debug)]
+enum Write {
+    Complete(Value),
+    Fail {
+        error: String,
+        retry_in: Option<Duration>,
+    },
+    Cancel(String),
+}
+
+/// Decides the write for an outcome. Pure, so the rules are unit-tested.
+fn decide(
+    policy: &BackoffPolicy,
+    retry_count: u32,
+    max_retries: u32,
+    outcome: Result<Value, TaskError>,
+    cancel_requested: bool,
+) -> Write {
+    let retries_left = retry_count < max_retries;
+    match outcome {
+        Ok(value) => Write::Complete(value),
+        Err(TaskError::Cancel(reason)) => Write::Cancel(format!("cancelled: {reason}")),
+        Err(error) if cancel_requested => {
+            Write::Cancel(format!("cancelled while running: {}", error.message()))
+        }
+        Err(error @ TaskError::Permanent(_)) => Write::Fail {
+            error: error.message(),
+            retry_in: None,
+        },
+        Err(error @ TaskError::Retry(_)) => Write::Fail {
+            error: error.message(),
+            retry_in: retries_left.then(|| policy.delay(retry_count + 1)),
+        },
+        Err(TaskError::RetryAfter(delay, source)) => Write::Fail {
+            error: crate::task::error_chain(source.as_ref()),
+            retry_in: retries_left.then_some(delay),
+        },
+    }
+}
+
+/// Writes the outcome, retrying the write through short database outages. Gives
+/// [`TaskOutcome::Lost`] when the fence rejects it or every try failed: the lock will expire
+/// and the task will be rescued, so it is never lost for good.
+pub(crate) async fn record(
+    pool: &PoolShared,
+    attempt: &AttemptRef,
+    retry_count: u32,
+    max_retries: u32,
+    outcome: Result<Value, TaskError>,
+    cancel_requested: bool,
+) -> TaskOutcome {
+    let write = decide(
+        &pool.retry_policy,
+        retry_count,
+        max_retries,
+        outcome,
+        cancel_requested,
+    );
+    let db = pool.tasks.db();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let written = match &write {
+            Write::Complete(value) => store::complete(db, attempt, value.clone()).await,
+            Write::Fail { error, retry_in } => store::fail(db, attempt, error, *retry_in).await,
+            Write::Cancel(reason) => store::cancelled(db, attempt, reason).await,
+        };
+        match written {
+            Ok(true) => {
+                let outcome = match &write {
+                    Write::Complete(_) => TaskOutcome::Completed,
+                    Write::Fail {
+                        retry_in: Some(delay),
+                        ..
+                    } => TaskOutcome::Retrying { delay: *delay },
+                    Write::Fail { retry_in: None, .. } => TaskOutcome::Failed,
+                    Write::Cancel(_) => TaskOutcome::Cancelled,
+                };
+                match &write {
+                    Write::Fail { error, retry_in } => {
+                        tracing::warn!(error = %error, retry_in = ?retry_in, "task attempt failed")
+                    }
+                    _ => tracing::debug!(?outcome, "task finished"),
+                }
+                return outcome;
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    "outcome not written: this worker no longer holds the task (lock expired, rescued or claimed again)"
+                );
+                return TaskOutcome::Lost;
+            }
+            Err(error) if tries < 6 => {
+                let delay = BackoffPolicy::reconnect().delay(tries);
+                tracing::warn!(%error, retry_in = ?delay, "writing a task outcome failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "writing a task outcome failed; the task will be rescued when its lock expires");
+                return TaskOutcome::Lost;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> BackoffPolicy {
+        BackoffPolicy {
+            base: Duration::from_secs(5),
+            multiplier: 2.0,
+            max: Duration::from_secs(3600),
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn retry_uses_backoff_while_retries_are_left() {
+        match decide(&policy(), 1, 3, Err(TaskError::retry("boom")), false) {
+            Write::Fail { error, retry_in } => {
+                assert_eq!(error, "boom");
+                assert_eq!(retry_in, Some(Duration::from_secs(10)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&policy(), 3, 3, Err(TaskError::retry("boom")), false),
+            Write::Fail { retry_in: None, .. }
+        ));
+    }
+
+    #[test]
+    fn permanent_cancel_and_retry_after() {
+        assert!(matches!(
+            decide(&policy(), 0, 3, Err(TaskError::permanent("bad")), false),
+            Write::Fail { retry_in: None, .. }
+        ));
+        assert!(matches!(
+            decide(&policy(), 0, 3, Err(TaskError::cancel("user left")), false),
+            Write::Cancel(_)
+        ));
+        assert!(matches!(
+            decide(&policy(), 0, 3, Err(TaskError::retry_after(Duration::from_secs(42), "rate limited")), false),
+            Write::Fail { retry_in: Some(d), .. } if d == Duration::from_secs(42)
+        ));
+        assert!(matches!(
+            decide(&policy(), 0, 3, Err(TaskError::retry("x")), true),
+            Write::Cancel(_)
+        ));
+        assert!(matches!(
+            decide(&policy(), 0, 3, Ok(Value::Null), true),
+            Write::Complete(_)
+        ));
+    }
+}

@@ -1,0 +1,163 @@
+//! The executor: runs one attempt under its timeout, turns panics into failures, and hands
+//! the outcome to the completer.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tracing::Instrument;
+
+use super::completer;
+use super::events::WorkerEvent;
+use super::pool::{InFlight, PoolShared, QueueState};
+use super::store::AttemptRef;
+use crate::entity::task;
+use crate::task::{TaskContext, TaskError};
+
+/// Starts the attempt on its own tokio task. The slot (`permit`) is given back when the
+/// outcome is written.
+pub(crate) fn spawn(
+    pool: Arc<PoolShared>,
+    queue: Arc<QueueState>,
+    row: task::Model,
+    permit: OwnedSemaphorePermit,
+) {
+    let (cancel_tx, cancel_rx) = watch::channel(row.cancel_requested_at.is_some());
+    let id = row.id;
+    let span = tracing::info_span!(
+        "tasklib.task",
+        task.id = %row.id,
+        task.name = %row.name,
+        task.attempt = row.attempt,
+        task.queue = %row.queue,
+    );
+    // Hold the map's lock across the spawn so the attempt cannot remove its entry before it
+    // is inserted.
+    let mut in_flight = pool.in_flight();
+    let handle = tokio::spawn({
+        let pool = Arc::clone(&pool);
+        async move {
+            execute(&pool, row, cancel_rx).await;
+            pool.in_flight().remove(&id);
+            drop(permit);
+            queue.slot_freed.notify_one();
+        }
+        .instrument(span)
+    });
+    in_flight.insert(
+        id,
+        InFlight {
+            cancel: cancel_tx,
+            abort: Some(handle.abort_handle()),
+        },
+    );
+}
+
+async fn execute(pool: &PoolShared, row: task::Model, cancelled: watch::Receiver<bool>) {
+    let attempt = AttemptRef {
+        id: row.id,
+        worker_id: pool.worker_id.clone(),
+        attempt: row.attempt,
+    };
+    let retry_count = u32::try_from(row.retry_count).unwrap_or(0);
+    let max_retries = u32::try_from(row.max_retries).unwrap_or(0);
+    let ctx = TaskContext {
+        id: row.id,
+        name: row.name.clone(),
+        queue: row.queue.clone(),
+        attempt: u32::try_from(row.attempt).unwrap_or(0),
+        retry_count,
+        max_retries,
+        worker_id: pool.worker_id.clone(),
+        tags: row.tags.clone(),
+        cancelled: cancelled.clone(),
+    };
+    let timeout = row
+        .timeout_seconds
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .or(pool.tasks.config().default_task_timeout());
+    pool.emit(WorkerEvent::TaskStarted {
+        id: row.id,
+        name: row.name.clone(),
+        attempt: ctx.attempt,
+    });
+    tracing::debug!("task started");
+    let started = Instant::now();
+    let outcome = match pool.tasks.registry().get(&row.name) {
+        Some(registered) => {
+            let run = AssertUnwindSafe(registered.handler.call(row.args, ctx)).catch_unwind();
+            let finished = match timeout {
+                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+                None => Ok(run.await),
+            };
+            match finished {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => Err(TaskError::retry(format!(
+                    "handler panicked: {}",
+                    panic_message(&*panic)
+                ))),
+                Err(limit) => Err(TaskError::retry(format!(
+                    "timed out after {}",
+                    human(limit)
+                ))),
+            }
+        }
+        // Only registered names are claimed; a pool whose registry lost the name is a bug.
+        None => Err(TaskError::permanent(format!(
+            "no handler registered for `{}` in this worker",
+            row.name
+        ))),
+    };
+    let duration = started.elapsed();
+    let cancel_requested = *cancelled.borrow();
+    let written = completer::record(
+        pool,
+        &attempt,
+        retry_count,
+        max_retries,
+        outcome,
+        cancel_requested,
+    )
+    .await;
+    pool.emit(WorkerEvent::TaskFinished {
+        id: row.id,
+        name: row.name,
+        outcome: written,
+        duration,
+    });
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
+
+/// `30s`, `1.5s`, `250ms`.
+pub(crate) fn human(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_durations_for_messages() {
+        assert_eq!(human(Duration::from_secs(30)), "30s");
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+    }
+}

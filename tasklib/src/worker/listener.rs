@@ -1,0 +1,116 @@
+//! The listener: one dedicated tokio-postgres connection per pool running
+//! `LISTEN tasks_new` (and `LISTEN tasks_cancel`), waking the producer of the queue each
+//! notification names.
+//!
+//! Notifications are a hint, never the guarantee: when the connection drops, producers keep
+//! polling, the listener reconnects with exponential backoff, and after every (re)connect it
+//! wakes all producers, since whatever was sent meanwhile is gone. Behind a pooler in
+//! transaction mode (PgBouncer) LISTEN never fires; polling still works there.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+use super::events::WorkerEvent;
+use super::pool::PoolShared;
+use crate::retry::BackoffPolicy;
+
+/// Channel announcing new runnable tasks; the payload is the queue name.
+pub const NEW_TASKS_CHANNEL: &str = "tasks_new";
+/// Channel announcing cancellation requests for running tasks; the payload is the task id.
+pub const CANCEL_CHANNEL: &str = "tasks_cancel";
+
+pub(crate) async fn run(pool: Arc<PoolShared>) {
+    let mut shutdown = pool.shutdown.subscribe();
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        let session = tokio::select! {
+            session = listen_once(&pool) => session,
+            _ = shutdown.changed() => return,
+        };
+        let reason = match session {
+            Ok(reason) => {
+                // It was connected: start the backoff over.
+                failures = 0;
+                reason
+            }
+            Err(reason) => reason,
+        };
+        if pool.is_shutting_down() {
+            return;
+        }
+        failures += 1;
+        let delay = BackoffPolicy::reconnect().delay(failures);
+        tracing::warn!(attempt = failures, retry_in = ?delay, reason = %reason, "notification listener disconnected; polling continues, reconnecting");
+        pool.emit(WorkerEvent::ListenerDisconnected { reason });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Connects, listens, and dispatches until the connection ends. `Ok` carries why a working
+/// session ended; `Err` why it could not start.
+async fn listen_once(pool: &PoolShared) -> Result<String, String> {
+    let url = pool.tasks.config().database_url();
+    let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls)
+        .await
+        .map_err(|e| crate::task::error_chain(&e))?;
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    // The connection object does the I/O; drive it on its own task and forward what it
+    // receives. It ends when the server closes the connection.
+    let driver = tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(message) => {
+                    if messages_tx.send(message).is_err() {
+                        return "listener stopped".to_owned();
+                    }
+                }
+                Err(error) => return crate::task::error_chain(&error),
+            }
+        }
+        "connection closed by the server".to_owned()
+    });
+    let listen = format!("LISTEN {NEW_TASKS_CHANNEL}; LISTEN {CANCEL_CHANNEL}");
+    if let Err(error) = client.batch_execute(&listen).await {
+        driver.abort();
+        return Err(crate::task::error_chain(&error));
+    }
+    tracing::info!("notification listener connected");
+    pool.emit(WorkerEvent::ListenerConnected);
+    pool.wake_all();
+    while let Some(message) = messages.recv().await {
+        if let AsyncMessage::Notification(note) = message {
+            dispatch(pool, note.channel(), note.payload());
+        }
+    }
+    drop(client);
+    Ok(driver.await.unwrap_or_else(|e| e.to_string()))
+}
+
+fn dispatch(pool: &PoolShared, channel: &str, payload: &str) {
+    match channel {
+        NEW_TASKS_CHANNEL => {
+            if let Some(queue) = pool.queues.get(payload) {
+                queue.wake.notify_one();
+            }
+        }
+        CANCEL_CHANNEL => {
+            if let Ok(id) = payload.parse::<Uuid>()
+                && let Some(task) = pool.in_flight().get(&id)
+            {
+                tracing::info!(task.id = %id, "cancellation requested");
+                task.cancel.send_replace(true);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,88 @@
+//! Background upkeep of one pool: heartbeats that extend the locks of running tasks (and pick
+//! up cancellation requests), and the rescue of tasks whose worker died.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::events::WorkerEvent;
+use super::pool::PoolShared;
+use super::store;
+
+/// Rows rescued per statement, so one rescue never holds many locks.
+const RESCUE_BATCH: i64 = 100;
+
+pub(crate) async fn run(pool: Arc<PoolShared>) {
+    // Runs through a graceful shutdown (running tasks still need their locks); the pool
+    // aborts it once they are done.
+    // Three heartbeats per lock period: a lock survives two lost heartbeats.
+    let heartbeat_every = (pool.lock_timeout / 3).max(Duration::from_millis(100));
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let rescue_sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(rescue_sleep);
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => beat(&pool).await,
+            _ = &mut rescue_sleep => {
+                rescue(&pool).await;
+                rescue_sleep.as_mut().reset(tokio::time::Instant::now() + pool.jittered_poll());
+            }
+        }
+    }
+}
+
+async fn beat(pool: &PoolShared) {
+    let ids: Vec<_> = pool.in_flight().keys().copied().collect();
+    if ids.is_empty() {
+        return;
+    }
+    match store::heartbeat(
+        pool.tasks.db(),
+        ids.clone(),
+        &pool.worker_id,
+        pool.lock_timeout,
+    )
+    .await
+    {
+        Ok(rows) => {
+            let in_flight = pool.in_flight();
+            for row in &rows {
+                if row.cancel_requested
+                    && let Some(task) = in_flight.get(&row.id)
+                {
+                    task.cancel.send_replace(true);
+                }
+            }
+            if rows.len() < ids.len() {
+                tracing::warn!(
+                    lost = ids.len() - rows.len(),
+                    "some running tasks are no longer held by this worker (lock expired); their outcomes will not be written"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "heartbeat failed; locks expire unless a later one succeeds")
+        }
+    }
+}
+
+async fn rescue(pool: &PoolShared) {
+    match store::rescue_expired(pool.tasks.db(), RESCUE_BATCH, None).await {
+        Ok(rows) => {
+            for row in rows {
+                tracing::warn!(
+                    task.id = %row.id,
+                    task.name = %row.name,
+                    dead_worker = row.worker_id.as_deref().unwrap_or("?"),
+                    retrying = row.retrying,
+                    "rescued a task whose lock expired"
+                );
+                pool.emit(WorkerEvent::TaskRescued {
+                    id: row.id,
+                    retrying: row.retrying,
+                });
+            }
+        }
+        Err(error) => tracing::warn!(%error, "rescuing expired tasks failed"),
+    }
+}

@@ -1,0 +1,101 @@
+//! State shared by the parts of one worker pool.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use super::events::WorkerEvent;
+use crate::client::TaskLib;
+use crate::retry::BackoffPolicy;
+
+/// One queue served by the pool.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    pub(crate) name: String,
+    /// Wakes this queue's producer (a notification arrived, or the listener reconnected).
+    pub(crate) wake: Notify,
+    /// Execution slots, shared with the other queues of the same group.
+    pub(crate) slots: Arc<Semaphore>,
+    /// Size of that group.
+    pub(crate) capacity: usize,
+    /// Signalled whenever one of those slots frees.
+    pub(crate) slot_freed: Arc<Notify>,
+}
+
+/// A task being executed by this pool.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) cancel: watch::Sender<bool>,
+    pub(crate) abort: Option<AbortHandle>,
+}
+
+/// Everything the pool's tasks share.
+#[derive(Debug)]
+pub(crate) struct PoolShared {
+    pub(crate) tasks: TaskLib,
+    pub(crate) worker_id: String,
+    pub(crate) names: Vec<String>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) retry_policy: BackoffPolicy,
+    pub(crate) queues: HashMap<String, Arc<QueueState>>,
+    pub(crate) in_flight: Mutex<HashMap<Uuid, InFlight>>,
+    pub(crate) events: broadcast::Sender<WorkerEvent>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl PoolShared {
+    pub(crate) fn emit(&self, event: WorkerEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub(crate) fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every producer: after a listener (re)connect, notifications may have been missed.
+    pub(crate) fn wake_all(&self) {
+        for queue in self.queues.values() {
+            queue.wake.notify_one();
+        }
+    }
+
+    /// Each slot group once: (semaphore, capacity).
+    pub(crate) fn slot_groups(&self) -> Vec<(Arc<Semaphore>, usize)> {
+        let mut groups: Vec<(Arc<Semaphore>, usize)> = Vec::new();
+        for queue in self.queues.values() {
+            if !groups.iter().any(|(s, _)| Arc::ptr_eq(s, &queue.slots)) {
+                groups.push((Arc::clone(&queue.slots), queue.capacity));
+            }
+        }
+        groups
+    }
+
+    /// The poll interval spread by ±10 %, so idle pools started together do not poll in step.
+    pub(crate) fn jittered_poll(&self) -> Duration {
+        self.poll_interval.mul_f64(0.9 + 0.2 * random_fraction())
+    }
+}
+
+/// A random number in [0, 1), from the standard library's randomly keyed hasher.
+pub(crate) fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,111 @@
+//! The statements the worker runs, in one place so they can be read and reviewed together.
+//!
+//! Every statement takes `now` as an optional parameter (`COALESCE($n, now())`), so tests can
+//! fix the clock; production passes NULL and uses the database's clock, never the worker's.
+
+/// Claims up to `$3` runnable tasks of queue `$1` whose names are in `$2`, for worker `$4`,
+/// locking them for `$5` seconds.
+///
+/// - The locking select sits in a `MATERIALIZED` CTE so it runs exactly once: the planner
+///   cannot re-evaluate it inside a nested loop and lock (and update) more than `$3` rows.
+/// - `SKIP LOCKED` makes concurrent claimers take different rows instead of waiting.
+/// - The `WHERE` repeats the predicate of `tasks_claim_idx` word for word, so the partial
+///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
+/// - `attempt` is the fencing token: every later write of this attempt names it.
+pub(crate) const CLAIM: &str = r#"
+WITH picked AS MATERIALIZED (
+    SELECT id
+    FROM tasks
+    WHERE queue = $1
+      AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
+      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($6::timestamptz, now())
+      AND name = ANY($2::text[])
+    ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks AS t
+SET state = 'running',
+    worker_id = $4,
+    started_at = COALESCE($6::timestamptz, now()),
+    locked_until = COALESCE($6::timestamptz, now()) + make_interval(secs => $5),
+    attempt = t.attempt + 1,
+    next_retry_at = NULL,
+    completed_at = NULL
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.*
+"#;
+
+/// Completes attempt `$3` of task `$1` held by worker `$2`, storing result `$4`.
+/// Fenced: matches nothing if the worker lost the task (lock expired and rescued, cancelled,
+/// or claimed again by someone else).
+pub(crate) const COMPLETE: &str = r#"
+UPDATE tasks
+SET state = 'completed', result = $4, error = NULL,
+    completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL
+WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+"#;
+
+/// Records a failed attempt (fenced as [`COMPLETE`]). `$5` is the delay before the retry in
+/// seconds, or NULL for a terminal failure; a retry counts against `max_retries`.
+pub(crate) const FAIL: &str = r#"
+UPDATE tasks
+SET state = 'failed', error = $4, locked_until = NULL,
+    retry_count = retry_count + CASE WHEN $5::float8 IS NULL THEN 0 ELSE 1 END,
+    next_retry_at = COALESCE($6::timestamptz, now()) + make_interval(secs => $5::float8),
+    completed_at = CASE WHEN $5::float8 IS NULL THEN COALESCE($6::timestamptz, now()) END
+WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+"#;
+
+/// Records that the handler cancelled its task (fenced as [`COMPLETE`]).
+pub(crate) const CANCELLED_BY_HANDLER: &str = r#"
+UPDATE tasks
+SET state = 'cancelled', error = $4, locked_until = NULL,
+    completed_at = COALESCE($5::timestamptz, now())
+WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+"#;
+
+/// Extends the locks of the tasks `$1` that worker `$2` still holds, by `$3` seconds, and
+/// reports which of them someone asked to cancel.
+pub(crate) const HEARTBEAT: &str = r#"
+UPDATE tasks
+SET locked_until = COALESCE($4::timestamptz, now()) + make_interval(secs => $3)
+WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
+RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+"#;
+
+/// Hands tasks claimed but never started back to the queue, undoing the claim (used at
+/// shutdown). The attempt does not count.
+pub(crate) const RELEASE: &str = r#"
+UPDATE tasks
+SET state = CASE WHEN retry_count > 0 THEN 'failed' ELSE 'pending' END,
+    next_retry_at = CASE WHEN retry_count > 0 THEN now() END,
+    attempt = attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
+WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
+"#;
+
+/// Rescues up to `$1` tasks whose lock expired (their worker died or stalled): the lost
+/// attempt counts as a failure, so the task is retried at once if it has retries left and
+/// fails for good otherwise. `SKIP LOCKED` lets several pools rescue concurrently.
+pub(crate) const RESCUE_EXPIRED: &str = r#"
+WITH expired AS MATERIALIZED (
+    SELECT id
+    FROM tasks
+    WHERE state = 'running' AND locked_until < COALESCE($2::timestamptz, now())
+    ORDER BY locked_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks AS t
+SET state = 'failed',
+    error = format('worker %s stopped heartbeating (died or stalled) during attempt %s; its lock expired at %s',
+                   t.worker_id, t.attempt, t.locked_until),
+    locked_until = NULL,
+    retry_count = t.retry_count + CASE WHEN t.retry_count < t.max_retries THEN 1 ELSE 0 END,
+    next_retry_at = CASE WHEN t.retry_count < t.max_retries THEN COALESCE($2::timestamptz, now()) END,
+    completed_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE COALESCE($2::timestamptz, now()) END
+FROM expired
+WHERE t.id = expired.id
+RETURNING t.id, t.name, t.worker_id, t.next_retry_at IS NOT NULL AS retrying
+"#;
