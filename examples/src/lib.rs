@@ -1,1 +1,21 @@
-//! Examples live in subfolders; see `examples/simple`.
+//! Helpers shared by the examples.
+
+use tasklib_test_utils::TestDatabase;
+
+/// The database the examples use: `DATABASE_URL` when set, else a fresh database on a
+/// throwaway PostgreSQL started from the installed binaries (kept alive by the returned
+/// guard, removed when it drops and the process exits).
+///
+/// # Errors
+/// When `DATABASE_URL` is unset and no PostgreSQL server binaries are installed; the message
+/// says what to install.
+pub async fn database_url() -> Result<(String, Option<TestDatabase>), tasklib_test_utils::TestDbError> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok((url, None)),
+        _ => {
+            println!("DATABASE_URL is not set: starting a throwaway PostgreSQL for this run");
+            let db = TestDatabase::empty().await?;
+            Ok((db.url().to_owned(), Some(db)))
+        }
+    }
+}

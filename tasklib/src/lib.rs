@@ -102,7 +102,7 @@ pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
 pub use url::RedactedUrl;
 pub use worker::{
-    CANCEL_CHANNEL, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, TaskOutcome, TaskWorker,
+    CANCEL_CHANNEL, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, PoolStats, TaskOutcome, TaskWorker,
     WorkerEvent, WorkerPool, shutdown_signal,
 };
 

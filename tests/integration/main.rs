@@ -1,1 +1,13 @@
-fn main() {}
+//! Integration tests for tasklib, against a real PostgreSQL: a fresh database per test (on the
+//! server at `DATABASE_URL`, or a private throwaway cluster when it is unset).
+
+mod common;
+
+mod config;
+mod inspect;
+mod migrations;
+mod notify;
+mod submit;
+mod worker_execution;
+mod worker_recovery;
+mod worker_wakeup;

@@ -165,6 +165,7 @@ impl TaskWorker {
             in_flight: Default::default(),
             events,
             shutdown,
+            stats: Default::default(),
             tasks: self.tasks.clone(),
         });
         let total_slots = shared.slot_groups().iter().map(|(_, n)| n).sum();
@@ -241,6 +242,20 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Counters of a pool, for metrics and for checking that it neither spins nor stampedes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Claim statements run.
+    pub claim_queries: u64,
+    /// Claim statements that found nothing.
+    pub empty_claims: u64,
+    /// Tasks claimed.
+    pub tasks_claimed: u64,
+    /// Tasks running now.
+    pub running: usize,
+}
+
 /// A running worker pool. [`shutdown`](Self::shutdown) stops it gracefully; dropping the
 /// handle stops claiming new tasks and lets running ones finish in the background.
 #[derive(Debug)]
@@ -262,6 +277,18 @@ impl WorkerPool {
     /// Total slots.
     pub fn concurrency(&self) -> usize {
         self.total_slots
+    }
+
+    /// Counters since the pool started.
+    pub fn stats(&self) -> PoolStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.shared.stats;
+        PoolStats {
+            claim_queries: c.claim_queries.load(Relaxed),
+            empty_claims: c.empty_claims.load(Relaxed),
+            tasks_claimed: c.tasks_claimed.load(Relaxed),
+            running: self.shared.in_flight().len(),
+        }
     }
 
     /// Events from now on. A slow receiver that falls more than 1024 events behind skips

@@ -1,6 +1,7 @@
 //! State shared by the parts of one worker pool.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +47,25 @@ pub(crate) struct PoolShared {
     pub(crate) in_flight: Mutex<HashMap<Uuid, InFlight>>,
     pub(crate) events: broadcast::Sender<WorkerEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) stats: Counters,
+}
+
+/// Counters behind [`PoolStats`](super::PoolStats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) claim_queries: AtomicU64,
+    pub(crate) empty_claims: AtomicU64,
+    pub(crate) tasks_claimed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record_claim(&self, claimed: usize) {
+        self.claim_queries.fetch_add(1, Ordering::Relaxed);
+        if claimed == 0 {
+            self.empty_claims.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tasks_claimed.fetch_add(claimed as u64, Ordering::Relaxed);
+    }
 }
 
 impl PoolShared {

@@ -42,6 +42,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
             match claim(&pool, &queue, free).await {
                 Ok(rows) => {
                     failures = 0;
+                    pool.stats.record_claim(rows.len());
                     may_have_work = rows.len() == free;
                     if pool.is_shutting_down() {
                         release(&pool, &rows).await;

@@ -1,0 +1,189 @@
+//! A private, throwaway PostgreSQL cluster started from the installed server binaries.
+//!
+//! Socket-only (`-h ''`, the socket in a fresh temporary directory), `fsync=off`: it starts
+//! in about a second and cannot collide with another server. A small watchdog shell process
+//! stops it and removes its directory once the process that started it has exited, however it
+//! exited (there are no static destructors in Rust to do it).
+//!
+//! `initdb` and `postgres` refuse to run as root; as root (CI containers) the binaries run as
+//! the `postgres` user through `runuser`, on a directory that user owns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::TestDbError;
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    /// Where the socket lives (the `host` of connection URLs).
+    pub(crate) socket_dir: PathBuf,
+    /// The port, which names the socket file.
+    pub(crate) port: u16,
+}
+
+const PORT: u16 = 5432;
+
+impl Cluster {
+    /// Finds the binaries, creates and starts the cluster, and arms the watchdog.
+    pub(crate) fn start() -> Result<Cluster, TestDbError> {
+        let bin = find_bin_dir().ok_or(TestDbError::NoServer)?;
+        let as_root = is_root();
+        let base = std::env::temp_dir().join(format!(
+            "tasklib-pg-{}-{}",
+            std::process::id(),
+            crate::service::random_suffix()
+        ));
+        std::fs::create_dir_all(&base).map_err(|e| io("creating the cluster directory", &e))?;
+        if as_root {
+            run(
+                "chown",
+                Command::new("chown").arg("postgres:postgres").arg(&base),
+            )?;
+        }
+        let data = base.join("data");
+        let log = base.join("postgres.log");
+        run(
+            "initdb",
+            pg(as_root, &bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
+        )?;
+        let options = format!(
+            "-k {} -h '' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections=400 -c shared_buffers=64MB",
+            base.display()
+        );
+        let started = run(
+            "pg_ctl start",
+            pg(as_root, &bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "60", "-o", &options, "start"]),
+        );
+        arm_watchdog(&bin, &base, &data, as_root);
+        if let Err(err) = started {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: String = tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(TestDbError::Cluster {
+                step: "pg_ctl start",
+                detail: format!("{err}\nserver log:\n{tail}"),
+            });
+        }
+        tracing::info!(dir = %base.display(), "started a throwaway PostgreSQL cluster");
+        Ok(Cluster {
+            socket_dir: base,
+            port: PORT,
+        })
+    }
+
+    /// A URL for `database` that sqlx (SeaORM) and tokio-postgres both accept: the socket
+    /// directory, percent-encoded, as the host. (A `?host=` parameter beside a `localhost`
+    /// host would make tokio-postgres try TCP on localhost first.)
+    pub(crate) fn url(&self, database: &str) -> String {
+        let dir = self.socket_dir.display().to_string().replace('/', "%2F");
+        format!("postgres://postgres@{dir}:{}/{database}", self.port)
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: PATH first, then the newest
+/// `/usr/lib/postgresql/<version>/bin`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_both(&dir) {
+                return Some(dir);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_both(bin))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// True when running as root (uid 0), read from /proc so no unsafe code is needed.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A command for a PostgreSQL binary, as the `postgres` user when we are root.
+fn pg(as_root: bool, binary: &Path) -> Command {
+    if as_root {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(binary);
+        cmd
+    } else {
+        Command::new(binary)
+    }
+}
+
+fn run(step: &'static str, cmd: &mut Command) -> Result<(), TestDbError> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io(step, &e))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(TestDbError::Cluster {
+            step,
+            detail: format!(
+                "{}\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        })
+    }
+}
+
+fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
+    TestDbError::Cluster {
+        step,
+        detail: error.to_string(),
+    }
+}
+
+/// Stops the cluster and removes its directory once this process is gone.
+fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
+    let stop = format!(
+        "{}'{}' -D '{}' -m immediate stop",
+        if as_root { "runuser -u postgres -- " } else { "" },
+        bin.join("pg_ctl").display(),
+        data.display()
+    );
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{base}'",
+        pid = std::process::id(),
+        base = base.display()
+    );
+    let spawned = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(error) = spawned {
+        tracing::warn!(%error, dir = %base.display(), "could not start the cluster watchdog; stop the cluster by hand");
+    }
+}

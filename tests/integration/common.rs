@@ -1,0 +1,138 @@
+//! Shared setup: an isolated database per test, a connected `TaskLib`, test task types, and
+//! helpers that wait for worker events (with a generous limit that only guards a hang).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tasklib::{ConfigBuilder, Task, TaskLib, WorkerEvent};
+use tasklib_test_utils::TestDatabase;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+use validator::Validate;
+
+pub(crate) type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Upper bound for anything a test waits for; reaching it means the test failed.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+
+pub(crate) struct Env {
+    pub(crate) tasks: TaskLib,
+    pub(crate) db: TestDatabase,
+}
+
+/// A migrated database of its own and a `TaskLib` on it, with settings suited to tests.
+pub(crate) async fn setup() -> TestResult<Env> {
+    setup_with(|b| b).await
+}
+
+pub(crate) async fn setup_with(adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> TestResult<Env> {
+    let db = TestDatabase::new().await?;
+    let builder = tasklib::Config::builder(db.url()).max_connections(5);
+    let tasks = TaskLib::connect_with(adjust(builder).build()?).await?;
+    Ok(Env { tasks, db })
+}
+
+/// A raw connection to the test database, for checks the API does not offer.
+pub(crate) async fn raw(db: &TestDatabase) -> TestResult<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+pub(crate) async fn count_rows(db: &TestDatabase) -> TestResult<i64> {
+    let client = raw(db).await?;
+    Ok(client.query_one("SELECT count(*) FROM tasks", &[]).await?.get(0))
+}
+
+/// Waits for the first event matching `pick`, skipping others.
+pub(crate) async fn wait_for<T>(
+    events: &mut broadcast::Receiver<WorkerEvent>,
+    mut pick: impl FnMut(&WorkerEvent) -> Option<T>,
+) -> TestResult<T> {
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(found) = pick(&event) {
+                        return Ok(found);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await??;
+    Ok(found)
+}
+
+/// Waits until task `id` finished an attempt, and returns that outcome.
+pub(crate) async fn finished(
+    events: &mut broadcast::Receiver<WorkerEvent>,
+    id: Uuid,
+) -> TestResult<tasklib::TaskOutcome> {
+    wait_for(events, |e| match e {
+        WorkerEvent::TaskFinished { id: done, outcome, .. } if *done == id => Some(outcome.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits until each of `ids` finished an attempt, in any order; returns the outcomes in the
+/// order of `ids`.
+pub(crate) async fn finished_all(
+    events: &mut broadcast::Receiver<WorkerEvent>,
+    ids: &[Uuid],
+) -> TestResult<Vec<tasklib::TaskOutcome>> {
+    let mut outcomes: Vec<Option<tasklib::TaskOutcome>> = vec![None; ids.len()];
+    while outcomes.iter().any(Option::is_none) {
+        let (index, outcome) = wait_for(events, |e| match e {
+            WorkerEvent::TaskFinished { id, outcome, .. } => {
+                ids.iter().position(|x| x == id).map(|i| (i, outcome.clone()))
+            }
+            _ => None,
+        })
+        .await?;
+        outcomes[index].get_or_insert(outcome);
+    }
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+// ---- task types used across tests ----
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate, PartialEq)]
+pub(crate) struct SendEmail {
+    #[validate(email)]
+    pub(crate) to: String,
+    #[validate(length(min = 1, max = 200))]
+    pub(crate) subject: String,
+}
+
+impl Task for SendEmail {
+    const NAME: &'static str = "send_email";
+    type Output = bool;
+}
+
+pub(crate) fn email(n: usize) -> SendEmail {
+    SendEmail {
+        to: format!("user{n}@example.com"),
+        subject: format!("Hello #{n}"),
+    }
+}
+
+/// A task whose behaviour is chosen by its arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, Validate, PartialEq)]
+pub(crate) struct Job {
+    pub(crate) label: String,
+}
+
+impl Task for Job {
+    const NAME: &'static str = "job";
+    type Output = String;
+}
+
+pub(crate) fn job(label: &str) -> Job {
+    Job {
+        label: label.to_owned(),
+    }
+}

@@ -1,0 +1,96 @@
+//! Migrations: applied at connect, safely by many instances at once; optional; exposed.
+
+use tasklib::{Config, TaskLib};
+use tasklib_test_utils::TestDatabase;
+
+use crate::common::{TestResult, raw};
+
+#[tokio::test]
+async fn ten_instances_starting_at_once_all_succeed_with_one_schema() -> TestResult {
+    let db = TestDatabase::empty().await?;
+    let connects = (0..10).map(|_| {
+        let url = db.url().to_owned();
+        tokio::spawn(async move {
+            let config = Config::builder(url).max_connections(2).build()?;
+            TaskLib::connect_with(config).await
+        })
+    });
+    for result in futures::future::join_all(connects).await {
+        result??;
+    }
+    let client = raw(&db).await?;
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM tasklib_migrations", &[])
+        .await?
+        .get(0);
+    assert_eq!(applied, 1, "each migration recorded exactly once");
+    let tables: i64 = client
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'", &[])
+        .await?
+        .get(0);
+    assert_eq!(tables, 1);
+    let triggers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND NOT tgisinternal",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(triggers, 1, "one NOTIFY trigger");
+    let indexes: Vec<String> = client
+        .query("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks' ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for expected in ["tasks_claim_idx", "tasks_running_lock_idx", "tasks_tags_idx", "tasks_pkey"] {
+        assert!(indexes.iter().any(|i| i == expected), "{expected} missing from {indexes:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn migrations_can_be_left_to_the_application() -> TestResult {
+    let db = TestDatabase::empty().await?;
+    let config = Config::builder(db.url()).run_migrations(false).build()?;
+    let tasks = TaskLib::connect_with(config).await?;
+    let client = raw(&db).await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('tasks') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    assert!(!exists, "run_migrations(false) must not create the table");
+
+    let pending = tasklib::pending_migrations(tasks.db()).await?;
+    assert_eq!(pending, vec!["m20261123_000001_create_tasks".to_owned()]);
+    tasklib::migrate(tasks.db()).await?;
+    assert!(tasklib::pending_migrations(tasks.db()).await?.is_empty());
+    // Applying again is a no-op.
+    tasks.migrate().await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('tasks') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    assert!(exists);
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_table_does_not_collide_with_the_apps_own() -> TestResult {
+    let db = TestDatabase::empty().await?;
+    let client = raw(&db).await?;
+    // The host app's own sea-orm history table, with a migration of its own in it.
+    client
+        .batch_execute(
+            "CREATE TABLE seaql_migrations (version varchar PRIMARY KEY, applied_at bigint NOT NULL);
+             INSERT INTO seaql_migrations VALUES ('m20240101_000001_app_users', 0);",
+        )
+        .await?;
+    TaskLib::connect(db.url()).await?;
+    let app_rows: i64 = client
+        .query_one("SELECT count(*) FROM seaql_migrations", &[])
+        .await?
+        .get(0);
+    assert_eq!(app_rows, 1, "tasklib must not write to the app's history table");
+    Ok(())
+}
