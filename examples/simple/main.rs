@@ -31,7 +31,10 @@ impl Task for SendEmail {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
+        )
         .init();
 
     // Keep the throwaway database (if any) alive until the end of main.
@@ -42,13 +45,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The handler: a closure here; a struct implementing `Handler` can carry shared state.
     tasks.register(|email: SendEmail, ctx: TaskContext| async move {
-        println!("  [worker] attempt {}: sending {:?} to {}", ctx.attempt(), email.subject, email.to);
+        println!(
+            "  [worker] attempt {}: sending {:?} to {}",
+            ctx.attempt(),
+            email.subject,
+            email.to
+        );
         Ok::<_, TaskError>(format!("sent to {}", email.to))
     })?;
 
     // Submit. Invalid arguments are refused before anything is written.
     let rejected = tasks
-        .submit(SendEmail { to: "not-an-email".into(), subject: "Hi".into() })
+        .submit(SendEmail {
+            to: "not-an-email".into(),
+            subject: "Hi".into(),
+        })
         .await;
     if let Err(err) = &rejected {
         println!("rejected as expected: {err}");
@@ -57,12 +68,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let first = tasks
-        .submit(SendEmail { to: "ada@example.com".into(), subject: "Welcome".into() })
+        .submit(SendEmail {
+            to: "ada@example.com".into(),
+            subject: "Welcome".into(),
+        })
         .await?;
     let second = tasks
         .submit_with(
-            SendEmail { to: "grace@example.com".into(), subject: "Reminder".into() },
-            SubmitOptions::new().delay(Duration::from_millis(500)).priority(5).tag("campaign", "onboarding"),
+            SendEmail {
+                to: "grace@example.com".into(),
+                subject: "Reminder".into(),
+            },
+            SubmitOptions::new()
+                .delay(Duration::from_millis(500))
+                .priority(5)
+                .tag("campaign", "onboarding"),
         )
         .await?;
     println!("submitted {first} and {second} (the second runs after 500 ms)");
@@ -72,7 +92,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = workers.subscribe();
     let mut remaining = 2;
     while remaining > 0 {
-        if let WorkerEvent::TaskFinished { id, outcome, duration, .. } = events.recv().await? {
+        if let WorkerEvent::TaskFinished {
+            id,
+            outcome,
+            duration,
+            ..
+        } = events.recv().await?
+        {
             println!("  [event] {id} finished: {outcome:?} in {duration:?}");
             if outcome == TaskOutcome::Completed {
                 remaining -= 1;
@@ -87,7 +113,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{id}: state={} result={} attempts={}",
             task.state,
-            task.result.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            task.result
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
             task.attempt
         );
     }

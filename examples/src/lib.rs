@@ -9,7 +9,8 @@ use tasklib_test_utils::TestDatabase;
 /// # Errors
 /// When `DATABASE_URL` is unset and no PostgreSQL server binaries are installed; the message
 /// says what to install.
-pub async fn database_url() -> Result<(String, Option<TestDatabase>), tasklib_test_utils::TestDbError> {
+pub async fn database_url()
+-> Result<(String, Option<TestDatabase>), tasklib_test_utils::TestDbError> {
     match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => Ok((url, None)),
         _ => {

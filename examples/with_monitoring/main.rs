@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tasklib::{Config, SubmitOptions, Task, TaskContext, TaskError, TaskFilter, TaskLib, TaskState, WorkerEvent};
+use tasklib::{
+    Config, SubmitOptions, Task, TaskContext, TaskError, TaskFilter, TaskLib, TaskState,
+    WorkerEvent,
+};
 use validator::Validate;
 
 /// Resizes an image; a zero width is a bug in the caller (permanent), a width over 4000
@@ -40,25 +43,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tasks.register_blocking(|img: ResizeImage, _: TaskContext| {
         if img.width == 0 {
-            return Err(TaskError::permanent(format!("{}: width must be positive", img.path)));
+            return Err(TaskError::permanent(format!(
+                "{}: width must be positive",
+                img.path
+            )));
         }
         if img.width > 4000 {
-            return Err(TaskError::retry(std::io::Error::other("image service unavailable")));
+            return Err(TaskError::retry(std::io::Error::other(
+                "image service unavailable",
+            )));
         }
-        Ok(format!("{}@{}w.jpg", img.path.trim_end_matches(".jpg"), img.width))
+        Ok(format!(
+            "{}@{}w.jpg",
+            img.path.trim_end_matches(".jpg"),
+            img.width
+        ))
     })?;
 
     let batch = SubmitOptions::new().tag("batch", "2026-11-23");
     let mut ids = tasks
         .submit_many(
-            (1..=5).map(|n| ResizeImage { path: format!("photos/{n}.jpg"), width: 400 * n }),
+            (1..=5).map(|n| ResizeImage {
+                path: format!("photos/{n}.jpg"),
+                width: 400 * n,
+            }),
             batch.clone(),
         )
         .await?;
-    ids.push(tasks.submit_with(ResizeImage { path: "photos/bad.jpg".into(), width: 0 }, batch.clone()).await?);
     ids.push(
         tasks
-            .submit_with(ResizeImage { path: "photos/huge.jpg".into(), width: 8000 }, batch.clone().max_retries(2))
+            .submit_with(
+                ResizeImage {
+                    path: "photos/bad.jpg".into(),
+                    width: 0,
+                },
+                batch.clone(),
+            )
+            .await?,
+    );
+    ids.push(
+        tasks
+            .submit_with(
+                ResizeImage {
+                    path: "photos/huge.jpg".into(),
+                    width: 8000,
+                },
+                batch.clone().max_retries(2),
+            )
             .await?,
     );
     println!("submitted {} tasks\n", ids.len());
@@ -68,7 +99,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Wait until every task reached a final state.
     loop {
         let pending = tasks
-            .list_tasks(&TaskFilter::new().tags(serde_json::json!({"batch": "2026-11-23"})).limit(100))
+            .list_tasks(
+                &TaskFilter::new()
+                    .tags(serde_json::json!({"batch": "2026-11-23"}))
+                    .limit(100),
+            )
             .await?
             .into_iter()
             .filter(|t| !t.is_terminal())
@@ -91,15 +126,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  cancelled        {:>4}\n", counts.cancelled);
 
     println!("completed, with results");
-    for task in tasks.list_tasks(&TaskFilter::new().state(TaskState::Completed)).await? {
+    for task in tasks
+        .list_tasks(&TaskFilter::new().state(TaskState::Completed))
+        .await?
+    {
         let took = match (task.started_at, task.completed_at) {
             (Some(s), Some(c)) => format!("{} ms", (c - s).num_milliseconds()),
             _ => "-".into(),
         };
-        println!("  {}  {:<14} {:<28} {took}", task.id, task.name, task.result.unwrap_or_default());
+        println!(
+            "  {}  {:<14} {:<28} {took}",
+            task.id,
+            task.name,
+            task.result.unwrap_or_default()
+        );
     }
     println!("\nfailed, with errors (the dead letters)");
-    for task in tasks.list_tasks(&TaskFilter::new().state(TaskState::Failed).queue("images")).await? {
+    for task in tasks
+        .list_tasks(&TaskFilter::new().state(TaskState::Failed).queue("images"))
+        .await?
+    {
         println!(
             "  {}  attempts={} retries={}/{}  error: {}",
             task.id,

@@ -45,10 +45,16 @@ impl Cluster {
         let log = base.join("postgres.log");
         run(
             "initdb",
-            pg(as_root, &bin.join("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
+            pg(as_root, &bin.join("initdb")).arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]),
         )?;
         let options = format!(
             "-k {} -h '' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
@@ -67,7 +73,15 @@ impl Cluster {
         arm_watchdog(&bin, &base, &data, as_root);
         if let Err(err) = started {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: String = tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = tail
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(TestDbError::Cluster {
                 step: "pg_ctl start",
                 detail: format!("{err}\nserver log:\n{tail}"),
@@ -168,7 +182,11 @@ fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
 fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
     let stop = format!(
         "{}'{}' -D '{}' -m immediate stop",
-        if as_root { "runuser -u postgres -- " } else { "" },
+        if as_root {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
         bin.join("pg_ctl").display(),
         data.display()
     );

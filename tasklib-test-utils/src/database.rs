@@ -74,6 +74,7 @@ impl fmt::Debug for TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        self.service.drop_database_blocking(std::mem::take(&mut self.name));
+        self.service
+            .drop_database_blocking(std::mem::take(&mut self.name));
     }
 }

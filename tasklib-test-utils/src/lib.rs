@@ -19,10 +19,10 @@
 //!
 //! - With `DATABASE_URL` set, each [`TestDatabase`] is a new database on that server, named
 //!   `tasklib_test_<random>`, dropped when the value drops. The user needs the `CREATEDB` right.
-//!   A per-process template, `tasklib_test_<random>` migrated once, makes each migrated
+//!   A per-process template, `tasklib_tpl_<random>` migrated once, makes each migrated
 //!   database one `CREATE DATABASE … TEMPLATE` away; it is not dropped (there is no hook at
 //!   process exit), so a long-lived shared server collects one small database per test run:
-//!   drop `tasklib_test_%` databases from time to time, or prefer the private cluster.
+//!   drop `tasklib_tpl_%` databases from time to time, or prefer the private cluster.
 //! - Without it, the first test of a process starts a private cluster from the installed
 //!   server binaries (`initdb`, `pg_ctl` on `PATH` or under `/usr/lib/postgresql/*/bin`), on
 //!   a Unix socket in a temporary directory, with `fsync=off`. A watchdog stops it and deletes

@@ -121,17 +121,27 @@ impl Service {
         &self,
         work: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T, TestDbError> {
-        self.runtime.spawn(work).await.map_err(|_| TestDbError::ServiceGone)
+        self.runtime
+            .spawn(work)
+            .await
+            .map_err(|_| TestDbError::ServiceGone)
     }
 
     /// Creates an empty database and returns its name.
     pub(crate) async fn create_empty(self: Arc<Self>) -> Result<String, TestDbError> {
         let name = format!("tasklib_test_{}", random_suffix());
-        let client = admin(&self.server.admin_url(), "connecting to create a test database").await?;
+        let client = admin(
+            &self.server.admin_url(),
+            "connecting to create a test database",
+        )
+        .await?;
         client
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
-            .map_err(|source| TestDbError::Database { step: "CREATE DATABASE", source })?;
+            .map_err(|source| TestDbError::Database {
+                step: "CREATE DATABASE",
+                source,
+            })?;
         Ok(name)
     }
 
@@ -143,7 +153,11 @@ impl Service {
             .await?
             .clone();
         let name = format!("tasklib_test_{}", random_suffix());
-        let client = admin(&self.server.admin_url(), "connecting to create a test database").await?;
+        let client = admin(
+            &self.server.admin_url(),
+            "connecting to create a test database",
+        )
+        .await?;
         let statement = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
         let mut tries = 0;
         loop {
@@ -154,9 +168,9 @@ impl Service {
                 // second while the first holds the template; try again.
                 Err(error)
                     if tries < 50
-                        && error
-                            .as_db_error()
-                            .is_some_and(|e| e.message().contains("is being accessed by other users")) =>
+                        && error.as_db_error().is_some_and(|e| {
+                            e.message().contains("is being accessed by other users")
+                        }) =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
                 }
@@ -172,11 +186,25 @@ impl Service {
 
     /// Creates this process's template and applies tasklib's migrations to it.
     async fn create_template(self: Arc<Self>) -> Result<String, TestDbError> {
-        let name = Arc::clone(&self).create_empty().await?;
+        let name = format!("tasklib_tpl_{}", random_suffix());
+        let client = admin(
+            &self.server.admin_url(),
+            "connecting to create the template database",
+        )
+        .await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .map_err(|source| TestDbError::Database {
+                step: "CREATE DATABASE (template)",
+                source,
+            })?;
         let url = self.server.url(&name);
         let mut options = sea_orm::ConnectOptions::new(url);
         options.max_connections(1).sqlx_logging(false);
-        let db = sea_orm::Database::connect(options).await.map_err(TestDbError::Migrate)?;
+        let db = sea_orm::Database::connect(options)
+            .await
+            .map_err(TestDbError::Migrate)?;
         tasklib_migration::Migrator::up(&db, None)
             .await
             .map_err(TestDbError::Migrate)?;
@@ -186,11 +214,18 @@ impl Service {
 
     /// Drops a database, disconnecting whoever is still connected.
     pub(crate) async fn drop_database(self: Arc<Self>, name: String) -> Result<(), TestDbError> {
-        let client = admin(&self.server.admin_url(), "connecting to drop a test database").await?;
+        let client = admin(
+            &self.server.admin_url(),
+            "connecting to drop a test database",
+        )
+        .await?;
         client
             .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .await
-            .map_err(|source| TestDbError::Database { step: "DROP DATABASE", source })
+            .map_err(|source| TestDbError::Database {
+                step: "DROP DATABASE",
+                source,
+            })
     }
 
     /// Spawns a drop on the service runtime and blocks until it is done (for `Drop`).

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::Value;
@@ -64,7 +63,8 @@ impl TaskLib {
         options
             .max_connections(config.max_connections())
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(30))
+            .connect_timeout(config.connect_timeout())
+            .acquire_timeout(config.connect_timeout())
             .sqlx_logging(false);
         let db = Database::connect(options)
             .await

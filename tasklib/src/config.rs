@@ -21,6 +21,9 @@ pub const DEFAULT_RETRY_JITTER: f64 = 0.0;
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often idle workers look for due work when no notification arrives.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long `TaskLib::connect` (and a query waiting for a free pooled connection) may wait
+/// for a connection before giving up.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Size of the connection pool `TaskLib` opens.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Largest accepted serialized arguments, in bytes (1 MiB).
@@ -61,6 +64,7 @@ pub struct Config {
     worker_id: String,
     run_migrations: bool,
     max_connections: u32,
+    connect_timeout: Duration,
     max_args_bytes: usize,
     shutdown_grace_period: Duration,
 }
@@ -83,6 +87,7 @@ impl Config {
                 worker_id: generate_worker_id(),
                 run_migrations: true,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
                 shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             },
@@ -146,6 +151,10 @@ impl Config {
     /// See [`ConfigBuilder::max_connections`].
     pub fn max_connections(&self) -> u32 {
         self.max_connections
+    }
+    /// See [`ConfigBuilder::connect_timeout`].
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
     /// See [`ConfigBuilder::max_args_bytes`].
     pub fn max_args_bytes(&self) -> usize {
@@ -245,6 +254,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// How long connecting (and waiting for a free pooled connection) may take before it
+    /// fails. Must be positive. Defaults to [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
     /// Largest serialized arguments accepted at submit, in bytes; at least 1.
     /// Defaults to [`DEFAULT_MAX_ARGS_BYTES`].
     pub fn max_args_bytes(mut self, bytes: usize) -> Self {
@@ -270,6 +286,7 @@ impl ConfigBuilder {
         }
         positive("base_retry_delay", c.base_retry_delay)?;
         positive("poll_interval", c.poll_interval)?;
+        positive("connect_timeout", c.connect_timeout)?;
         if !(c.retry_backoff_multiplier.is_finite() && c.retry_backoff_multiplier >= 1.0) {
             return invalid(
                 "retry_backoff_multiplier",
@@ -323,6 +340,7 @@ impl ConfigBuilder {
     /// | `TASKLIB_WORKER_ID` | [`worker_id`](Self::worker_id) | text |
     /// | `TASKLIB_RUN_MIGRATIONS` | [`run_migrations`](Self::run_migrations) | `true`/`false` |
     /// | `TASKLIB_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) | integer |
+    /// | `TASKLIB_CONNECT_TIMEOUT` | [`connect_timeout`](Self::connect_timeout) | duration |
     /// | `TASKLIB_MAX_ARGS_BYTES` | [`max_args_bytes`](Self::max_args_bytes) | integer |
     /// | `TASKLIB_SHUTDOWN_GRACE_PERIOD` | [`shutdown_grace_period`](Self::shutdown_grace_period) | duration |
     ///
@@ -377,6 +395,9 @@ impl ConfigBuilder {
         }
         if let Some(v) = var("TASKLIB_MAX_CONNECTIONS") {
             b = b.max_connections(parse_num("TASKLIB_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_CONNECT_TIMEOUT") {
+            b = b.connect_timeout(parse_duration("TASKLIB_CONNECT_TIMEOUT", &v)?);
         }
         if let Some(v) = var("TASKLIB_MAX_ARGS_BYTES") {
             b = b.max_args_bytes(parse_num("TASKLIB_MAX_ARGS_BYTES", &v)?);

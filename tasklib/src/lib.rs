@@ -85,9 +85,9 @@ mod worker;
 
 pub use client::TaskLib;
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_BASE_RETRY_DELAY, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_ARGS_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_DELAY, DEFAULT_POLL_INTERVAL,
-    DEFAULT_QUEUE, DEFAULT_RETRY_BACKOFF_MULTIPLIER, DEFAULT_RETRY_JITTER,
+    Config, ConfigBuilder, DEFAULT_BASE_RETRY_DELAY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_ARGS_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_DELAY,
+    DEFAULT_POLL_INTERVAL, DEFAULT_QUEUE, DEFAULT_RETRY_BACKOFF_MULTIPLIER, DEFAULT_RETRY_JITTER,
     DEFAULT_SHUTDOWN_GRACE_PERIOD,
 };
 pub use control::CancelOutcome;
@@ -102,8 +102,8 @@ pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
 pub use url::RedactedUrl;
 pub use worker::{
-    CANCEL_CHANNEL, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, PoolStats, TaskOutcome, TaskWorker,
-    WorkerEvent, WorkerPool, shutdown_signal,
+    CANCEL_CHANNEL, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, PoolStats, TaskOutcome,
+    TaskWorker, WorkerEvent, WorkerPool, shutdown_signal,
 };
 
 /// The migration crate, re-exported (its `Migrator` is what [`migrate()`] applies).

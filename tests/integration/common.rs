@@ -25,7 +25,9 @@ pub(crate) async fn setup() -> TestResult<Env> {
     setup_with(|b| b).await
 }
 
-pub(crate) async fn setup_with(adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> TestResult<Env> {
+pub(crate) async fn setup_with(
+    adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> TestResult<Env> {
     let db = TestDatabase::new().await?;
     let builder = tasklib::Config::builder(db.url()).max_connections(5);
     let tasks = TaskLib::connect_with(adjust(builder).build()?).await?;
@@ -41,7 +43,10 @@ pub(crate) async fn raw(db: &TestDatabase) -> TestResult<tokio_postgres::Client>
 
 pub(crate) async fn count_rows(db: &TestDatabase) -> TestResult<i64> {
     let client = raw(db).await?;
-    Ok(client.query_one("SELECT count(*) FROM tasks", &[]).await?.get(0))
+    Ok(client
+        .query_one("SELECT count(*) FROM tasks", &[])
+        .await?
+        .get(0))
 }
 
 /// Waits for the first event matching `pick`, skipping others.
@@ -72,7 +77,9 @@ pub(crate) async fn finished(
     id: Uuid,
 ) -> TestResult<tasklib::TaskOutcome> {
     wait_for(events, |e| match e {
-        WorkerEvent::TaskFinished { id: done, outcome, .. } if *done == id => Some(outcome.clone()),
+        WorkerEvent::TaskFinished {
+            id: done, outcome, ..
+        } if *done == id => Some(outcome.clone()),
         _ => None,
     })
     .await
@@ -87,9 +94,10 @@ pub(crate) async fn finished_all(
     let mut outcomes: Vec<Option<tasklib::TaskOutcome>> = vec![None; ids.len()];
     while outcomes.iter().any(Option::is_none) {
         let (index, outcome) = wait_for(events, |e| match e {
-            WorkerEvent::TaskFinished { id, outcome, .. } => {
-                ids.iter().position(|x| x == id).map(|i| (i, outcome.clone()))
-            }
+            WorkerEvent::TaskFinished { id, outcome, .. } => ids
+                .iter()
+                .position(|x| x == id)
+                .map(|i| (i, outcome.clone())),
             _ => None,
         })
         .await?;

@@ -15,36 +15,71 @@ async fn get_task_of_unknown_id_is_none() -> TestResult {
 #[tokio::test]
 async fn list_filters_by_state_name_queue_and_tags() -> TestResult {
     let env = setup().await?;
-    let weekly = SubmitOptions::new().tag("batch", "weekly").tag("team", "growth");
+    let weekly = SubmitOptions::new()
+        .tag("batch", "weekly")
+        .tag("team", "growth");
     let a = env.tasks.submit_with(email(1), weekly.clone()).await?;
-    let b = env.tasks.submit_with(job("x"), weekly.clone().queue("reports")).await?;
-    let c = env.tasks.submit_with(email(2), SubmitOptions::new().tag("batch", "daily")).await?;
+    let b = env
+        .tasks
+        .submit_with(job("x"), weekly.clone().queue("reports"))
+        .await?;
+    let c = env
+        .tasks
+        .submit_with(email(2), SubmitOptions::new().tag("batch", "daily"))
+        .await?;
     let d = env.tasks.submit(email(3)).await?;
     let client = raw(&env.db).await?;
     client
         .execute("UPDATE tasks SET state = 'completed' WHERE id = $1", &[&d])
         .await?;
 
-    let ids = |records: Vec<tasklib::TaskRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let ids =
+        |records: Vec<tasklib::TaskRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
     // Newest first.
-    assert_eq!(ids(env.tasks.list_tasks(&TaskFilter::new()).await?), vec![d, c, b, a]);
     assert_eq!(
-        ids(env.tasks.list_tasks(&TaskFilter::new().tags(json!({"batch": "weekly"}))).await?),
-        vec![b, a]
+        ids(env.tasks.list_tasks(&TaskFilter::new()).await?),
+        vec![d, c, b, a]
     );
-    assert_eq!(
-        ids(env.tasks.list_tasks(&TaskFilter::new().name("send_email").state(TaskState::Pending)).await?),
-        vec![c, a]
-    );
-    assert_eq!(ids(env.tasks.list_tasks(&TaskFilter::new().queue("reports")).await?), vec![b]);
     assert_eq!(
         ids(env
             .tasks
-            .list_tasks(&TaskFilter::new().state(TaskState::Completed).state(TaskState::Running))
+            .list_tasks(&TaskFilter::new().tags(json!({"batch": "weekly"})))
+            .await?),
+        vec![b, a]
+    );
+    assert_eq!(
+        ids(env
+            .tasks
+            .list_tasks(
+                &TaskFilter::new()
+                    .name("send_email")
+                    .state(TaskState::Pending)
+            )
+            .await?),
+        vec![c, a]
+    );
+    assert_eq!(
+        ids(env
+            .tasks
+            .list_tasks(&TaskFilter::new().queue("reports"))
+            .await?),
+        vec![b]
+    );
+    assert_eq!(
+        ids(env
+            .tasks
+            .list_tasks(
+                &TaskFilter::new()
+                    .state(TaskState::Completed)
+                    .state(TaskState::Running)
+            )
             .await?),
         vec![d]
     );
-    let bad = env.tasks.list_tasks(&TaskFilter::new().tags(json!("weekly"))).await;
+    let bad = env
+        .tasks
+        .list_tasks(&TaskFilter::new().tags(json!("weekly")))
+        .await;
     assert!(bad.is_err(), "a tag filter must be an object");
     let bad = env.tasks.list_tasks(&TaskFilter::new().limit(0)).await;
     assert!(bad.is_err(), "limit 0 is refused");
@@ -107,7 +142,12 @@ async fn predicates_and_counts_follow_the_state() -> TestResult {
     assert!(completed.is_completed() && completed.is_terminal() && completed.has_result());
     assert_eq!(completed.result_as::<bool>()?, Some(true));
     let retrying = get(3).await??;
-    assert!(retrying.is_failed() && retrying.is_retrying() && !retrying.is_terminal() && retrying.has_error());
+    assert!(
+        retrying.is_failed()
+            && retrying.is_retrying()
+            && !retrying.is_terminal()
+            && retrying.has_error()
+    );
     let dead = get(4).await??;
     assert!(dead.is_failed() && !dead.is_retrying() && dead.is_terminal());
     let cancelled = get(5).await??;
@@ -115,7 +155,14 @@ async fn predicates_and_counts_follow_the_state() -> TestResult {
 
     let counts = env.tasks.count_tasks().await?;
     assert_eq!(
-        (counts.pending, counts.running, counts.completed, counts.failed_retrying, counts.failed_permanent, counts.cancelled),
+        (
+            counts.pending,
+            counts.running,
+            counts.completed,
+            counts.failed_retrying,
+            counts.failed_permanent,
+            counts.cancelled
+        ),
         (1, 1, 1, 1, 1, 1)
     );
     assert_eq!(counts.total(), 6);

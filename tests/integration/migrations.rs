@@ -25,7 +25,10 @@ async fn ten_instances_starting_at_once_all_succeed_with_one_schema() -> TestRes
         .get(0);
     assert_eq!(applied, 1, "each migration recorded exactly once");
     let tables: i64 = client
-        .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'",
+            &[],
+        )
         .await?
         .get(0);
     assert_eq!(tables, 1);
@@ -38,13 +41,24 @@ async fn ten_instances_starting_at_once_all_succeed_with_one_schema() -> TestRes
         .get(0);
     assert_eq!(triggers, 1, "one NOTIFY trigger");
     let indexes: Vec<String> = client
-        .query("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks' ORDER BY 1", &[])
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'tasks' ORDER BY 1",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for expected in ["tasks_claim_idx", "tasks_running_lock_idx", "tasks_tags_idx", "tasks_pkey"] {
-        assert!(indexes.iter().any(|i| i == expected), "{expected} missing from {indexes:?}");
+    for expected in [
+        "tasks_claim_idx",
+        "tasks_running_lock_idx",
+        "tasks_tags_idx",
+        "tasks_pkey",
+    ] {
+        assert!(
+            indexes.iter().any(|i| i == expected),
+            "{expected} missing from {indexes:?}"
+        );
     }
     Ok(())
 }
@@ -91,6 +105,9 @@ async fn history_table_does_not_collide_with_the_apps_own() -> TestResult {
         .query_one("SELECT count(*) FROM seaql_migrations", &[])
         .await?
         .get(0);
-    assert_eq!(app_rows, 1, "tasklib must not write to the app's history table");
+    assert_eq!(
+        app_rows, 1,
+        "tasklib must not write to the app's history table"
+    );
     Ok(())
 }

@@ -12,7 +12,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use crate::common::{TestResult, email, job, setup};
 
 /// Listens on `tasks_new` and forwards payloads.
-async fn listen(url: &str) -> TestResult<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>)> {
+async fn listen(
+    url: &str,
+) -> TestResult<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>)> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -29,8 +31,13 @@ async fn listen(url: &str) -> TestResult<(tokio_postgres::Client, mpsc::Unbounde
 
 /// Everything received until a marker notification sent afterwards arrives (notifications
 /// are delivered in commit order, so the marker proves nothing else is in flight).
-async fn drain(client: &tokio_postgres::Client, rx: &mut mpsc::UnboundedReceiver<String>) -> TestResult<Vec<String>> {
-    client.batch_execute("NOTIFY tasks_new, '__marker__'").await?;
+async fn drain(
+    client: &tokio_postgres::Client,
+    rx: &mut mpsc::UnboundedReceiver<String>,
+) -> TestResult<Vec<String>> {
+    client
+        .batch_execute("NOTIFY tasks_new, '__marker__'")
+        .await?;
     let mut got = Vec::new();
     loop {
         let payload = tokio::time::timeout(Duration::from_secs(30), rx.recv())
@@ -47,8 +54,12 @@ async fn drain(client: &tokio_postgres::Client, rx: &mut mpsc::UnboundedReceiver
 async fn bulk_insert_notifies_once_per_queue() -> TestResult {
     let env = setup().await?;
     let (client, mut rx) = listen(env.db.url()).await?;
-    env.tasks.submit_many((0..200).map(email), SubmitOptions::new()).await?;
-    env.tasks.submit_many((0..50).map(email), SubmitOptions::new().queue("mail")).await?;
+    env.tasks
+        .submit_many((0..200).map(email), SubmitOptions::new())
+        .await?;
+    env.tasks
+        .submit_many((0..50).map(email), SubmitOptions::new().queue("mail"))
+        .await?;
     let mut got = drain(&client, &mut rx).await?;
     got.sort();
     assert_eq!(got, vec!["default".to_owned(), "mail".to_owned()]);
@@ -60,7 +71,10 @@ async fn delayed_tasks_do_not_notify() -> TestResult {
     let env = setup().await?;
     let (client, mut rx) = listen(env.db.url()).await?;
     env.tasks
-        .submit_with(job("later"), SubmitOptions::new().delay(Duration::from_secs(3600)))
+        .submit_with(
+            job("later"),
+            SubmitOptions::new().delay(Duration::from_secs(3600)),
+        )
         .await?;
     assert!(drain(&client, &mut rx).await?.is_empty());
     Ok(())
@@ -71,14 +85,27 @@ async fn notification_is_sent_on_commit_only() -> TestResult {
     let env = setup().await?;
     let (client, mut rx) = listen(env.db.url()).await?;
     let txn = env.tasks.db().begin().await?;
-    env.tasks.submit_in(&txn, email(1), SubmitOptions::new()).await?;
+    env.tasks
+        .submit_in(&txn, email(1), SubmitOptions::new())
+        .await?;
     txn.rollback().await?;
-    assert!(drain(&client, &mut rx).await?.is_empty(), "rolled back: no notification");
+    assert!(
+        drain(&client, &mut rx).await?.is_empty(),
+        "rolled back: no notification"
+    );
 
     let txn = env.tasks.db().begin().await?;
-    env.tasks.submit_in(&txn, email(2), SubmitOptions::new()).await?;
-    env.tasks.submit_in(&txn, email(3), SubmitOptions::new()).await?;
+    env.tasks
+        .submit_in(&txn, email(2), SubmitOptions::new())
+        .await?;
+    env.tasks
+        .submit_in(&txn, email(3), SubmitOptions::new())
+        .await?;
     txn.commit().await?;
-    assert_eq!(drain(&client, &mut rx).await?, vec!["default".to_owned()], "folded into one per transaction");
+    assert_eq!(
+        drain(&client, &mut rx).await?,
+        vec!["default".to_owned()],
+        "folded into one per transaction"
+    );
     Ok(())
 }

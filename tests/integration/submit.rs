@@ -17,7 +17,10 @@ async fn submit_stores_a_pending_task_with_defaults() -> TestResult {
     assert_eq!(task.name, "send_email");
     assert_eq!(task.queue, "default");
     assert_eq!(task.state, TaskState::Pending);
-    assert_eq!(task.args, json!({"to": "user1@example.com", "subject": "Hello #1"}));
+    assert_eq!(
+        task.args,
+        json!({"to": "user1@example.com", "subject": "Hello #1"})
+    );
     assert_eq!(task.max_retries, 3);
     assert_eq!(task.retry_count, 0);
     assert_eq!(task.priority, 0);
@@ -52,12 +55,22 @@ async fn options_are_stored() -> TestResult {
     assert_eq!(task.max_retries, 7);
     assert_eq!(task.timeout_seconds, Some(1.5));
     let delay = task.scheduled_at - before;
-    assert!(delay >= chrono::Duration::seconds(59) && delay <= chrono::Duration::seconds(70), "{delay}");
+    assert!(
+        delay >= chrono::Duration::seconds(59) && delay <= chrono::Duration::seconds(70),
+        "{delay}"
+    );
 
     let at = chrono::Utc::now() + chrono::Duration::hours(3);
-    let id = env.tasks.submit_with(email(3), SubmitOptions::new().scheduled_at(at)).await?;
+    let id = env
+        .tasks
+        .submit_with(email(3), SubmitOptions::new().scheduled_at(at))
+        .await?;
     let task = env.tasks.get_task(id).await?.ok_or("task not found")?;
-    assert!((task.scheduled_at - at).num_milliseconds().abs() < 2, "{} vs {at}", task.scheduled_at);
+    assert!(
+        (task.scheduled_at - at).num_milliseconds().abs() < 2,
+        "{} vs {at}",
+        task.scheduled_at
+    );
     Ok(())
 }
 
@@ -68,9 +81,17 @@ async fn invalid_arguments_are_rejected_with_field_errors_and_nothing_is_written
         to: "not-an-email".into(),
         subject: String::new(),
     };
-    let err = env.tasks.submit(bad).await.err().ok_or("should be rejected")?;
+    let err = env
+        .tasks
+        .submit(bad)
+        .await
+        .err()
+        .ok_or("should be rejected")?;
     assert!(err.is_invalid_input());
-    let fields = err.validation_errors().ok_or("expected validation errors")?.field_errors();
+    let fields = err
+        .validation_errors()
+        .ok_or("expected validation errors")?
+        .field_errors();
     assert!(fields.contains_key("to"), "{fields:?}");
     assert!(fields.contains_key("subject"), "{fields:?}");
     assert!(err.to_string().contains("send_email"));
@@ -82,15 +103,30 @@ async fn invalid_arguments_are_rejected_with_field_errors_and_nothing_is_written
 async fn submit_in_transaction_exists_only_if_it_commits() -> TestResult {
     let env = setup().await?;
     let txn = env.tasks.db().begin().await?;
-    let kept = env.tasks.submit_in(&txn, email(1), SubmitOptions::new()).await?;
-    assert!(env.tasks.get_task(kept).await?.is_none(), "invisible before commit");
+    let kept = env
+        .tasks
+        .submit_in(&txn, email(1), SubmitOptions::new())
+        .await?;
+    assert!(
+        env.tasks.get_task(kept).await?.is_none(),
+        "invisible before commit"
+    );
     txn.commit().await?;
-    assert!(env.tasks.get_task(kept).await?.is_some(), "visible after commit");
+    assert!(
+        env.tasks.get_task(kept).await?.is_some(),
+        "visible after commit"
+    );
 
     let txn = env.tasks.db().begin().await?;
-    let dropped = env.tasks.submit_in(&txn, email(2), SubmitOptions::new()).await?;
+    let dropped = env
+        .tasks
+        .submit_in(&txn, email(2), SubmitOptions::new())
+        .await?;
     txn.rollback().await?;
-    assert!(env.tasks.get_task(dropped).await?.is_none(), "gone after rollback");
+    assert!(
+        env.tasks.get_task(dropped).await?.is_none(),
+        "gone after rollback"
+    );
     assert_eq!(count_rows(&env.db).await?, 1);
     Ok(())
 }
@@ -123,13 +159,29 @@ async fn bulk_submit_with_one_bad_item_writes_nothing() -> TestResult {
     let env = setup().await?;
     let mut items: Vec<SendEmail> = (0..10).map(email).collect();
     items[6].to = "broken".into();
-    let err = env.tasks.submit_many(items, SubmitOptions::new()).await.err().ok_or("should fail")?;
-    assert!(matches!(err, Error::InvalidArgs { index: Some(6), .. }), "{err:?}");
+    let err = env
+        .tasks
+        .submit_many(items, SubmitOptions::new())
+        .await
+        .err()
+        .ok_or("should fail")?;
+    assert!(
+        matches!(err, Error::InvalidArgs { index: Some(6), .. }),
+        "{err:?}"
+    );
 
     let mut items: Vec<SendEmail> = (0..10).map(email).collect();
     items[3].subject = "nul \u{0} inside".into();
-    let err = env.tasks.submit_many(items, SubmitOptions::new()).await.err().ok_or("should fail")?;
-    assert!(matches!(err, Error::NulCharacter { ref path, .. } if path == "/subject"), "{err:?}");
+    let err = env
+        .tasks
+        .submit_many(items, SubmitOptions::new())
+        .await
+        .err()
+        .ok_or("should fail")?;
+    assert!(
+        matches!(err, Error::NulCharacter { ref path, .. } if path == "/subject"),
+        "{err:?}"
+    );
     assert_eq!(count_rows(&env.db).await?, 0);
     Ok(())
 }
@@ -170,11 +222,17 @@ async fn nul_characters_and_oversized_arguments_get_clear_errors() -> TestResult
 
     let err = env
         .tasks
-        .submit_with(email(1), SubmitOptions::new().tags(json!(["not", "an", "object"])))
+        .submit_with(
+            email(1),
+            SubmitOptions::new().tags(json!(["not", "an", "object"])),
+        )
         .await
         .err()
         .ok_or("should fail")?;
-    assert!(matches!(err, Error::InvalidOption { option: "tags", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::InvalidOption { option: "tags", .. }),
+        "{err:?}"
+    );
     assert_eq!(count_rows(&env.db).await?, 1);
     Ok(())
 }
@@ -198,15 +256,26 @@ async fn submit_by_name_checks_the_registered_type() -> TestResult {
 
     let wrong_type = env
         .tasks
-        .submit_json("send_email", json!({"to": 42, "subject": "Hi"}), SubmitOptions::new())
+        .submit_json(
+            "send_email",
+            json!({"to": 42, "subject": "Hi"}),
+            SubmitOptions::new(),
+        )
         .await
         .err()
         .ok_or("should fail")?;
-    assert!(matches!(wrong_type, Error::ArgsMismatch { .. }), "{wrong_type:?}");
+    assert!(
+        matches!(wrong_type, Error::ArgsMismatch { .. }),
+        "{wrong_type:?}"
+    );
 
     let invalid = env
         .tasks
-        .submit_json("send_email", json!({"to": "nope", "subject": "Hi"}), SubmitOptions::new())
+        .submit_json(
+            "send_email",
+            json!({"to": "nope", "subject": "Hi"}),
+            SubmitOptions::new(),
+        )
         .await
         .err()
         .ok_or("should fail")?;
@@ -229,13 +298,18 @@ async fn registry_lists_types_and_refuses_duplicates() -> TestResult {
     env.tasks
         .register(|_: SendEmail, _: TaskContext| async { Ok::<_, TaskError>(true) })?;
     env.tasks
-        .register_blocking(|job: crate::common::Job, _: TaskContext| Ok::<_, TaskError>(job.label))?;
+        .register_blocking(|job: crate::common::Job, _: TaskContext| {
+            Ok::<_, TaskError>(job.label)
+        })?;
     let dup = env
         .tasks
         .register(|_: SendEmail, _: TaskContext| async { Ok::<_, TaskError>(false) });
     assert!(matches!(dup, Err(Error::DuplicateTask { .. })));
     let infos = env.tasks.get_registered_tasks();
-    let names: Vec<_> = infos.iter().map(|i| (i.name.as_str(), i.blocking)).collect();
+    let names: Vec<_> = infos
+        .iter()
+        .map(|i| (i.name.as_str(), i.blocking))
+        .collect();
     assert_eq!(names, vec![("job", true), ("send_email", false)]);
     Ok(())
 }

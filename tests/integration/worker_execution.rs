@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tasklib::{CancelOutcome, Error, SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskState, TaskWorker, WorkerEvent};
+use tasklib::{
+    CancelOutcome, Error, SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskState,
+    TaskWorker, WorkerEvent,
+};
 
 use crate::common::{Job, TestResult, finished, finished_all, job, setup, setup_with, wait_for};
 
@@ -29,7 +32,10 @@ async fn retries_follow_the_backoff_schedule_then_fail_for_good() -> TestResult 
     })?;
     let pool = env.tasks.spawn_workers(2)?;
     let mut events = pool.subscribe();
-    let id = env.tasks.submit_with(job("flaky"), SubmitOptions::new().max_retries(3)).await?;
+    let id = env
+        .tasks
+        .submit_with(job("flaky"), SubmitOptions::new().max_retries(3))
+        .await?;
 
     let mut outcomes = Vec::new();
     let mut retry_times = Vec::new();
@@ -53,7 +59,11 @@ async fn retries_follow_the_backoff_schedule_then_fail_for_good() -> TestResult 
         .collect();
     assert_eq!(
         delays,
-        vec![Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]
+        vec![
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+            Duration::from_millis(400)
+        ]
     );
     // Each retry is scheduled at least its delay after the failing attempt started.
     for ((next, started), delay) in retry_times.iter().zip(&delays) {
@@ -90,10 +100,16 @@ async fn timeout_panic_and_permanent_errors_are_recorded_and_the_worker_goes_on(
     let none = SubmitOptions::new().max_retries(0);
     let slow = env
         .tasks
-        .submit_with(job("sleep"), none.clone().timeout(Duration::from_millis(300)))
+        .submit_with(
+            job("sleep"),
+            none.clone().timeout(Duration::from_millis(300)),
+        )
         .await?;
     let panics = env.tasks.submit_with(job("panic"), none.clone()).await?;
-    let permanent = env.tasks.submit_with(job("permanent"), SubmitOptions::new().max_retries(5)).await?;
+    let permanent = env
+        .tasks
+        .submit_with(job("permanent"), SubmitOptions::new().max_retries(5))
+        .await?;
 
     assert_eq!(
         finished_all(&mut events, &[slow, panics, permanent]).await?,
@@ -104,10 +120,20 @@ async fn timeout_panic_and_permanent_errors_are_recorded_and_the_worker_goes_on(
         async move { tasks.get_task(id).await.map(|t| t.and_then(|t| t.error)) }
     };
     assert_eq!(error(slow).await?.as_deref(), Some("timed out after 300ms"));
-    assert_eq!(error(panics).await?.as_deref(), Some("handler panicked: handler exploded"));
-    assert_eq!(error(permanent).await?.as_deref(), Some("the record is gone"));
+    assert_eq!(
+        error(panics).await?.as_deref(),
+        Some("handler panicked: handler exploded")
+    );
+    assert_eq!(
+        error(permanent).await?.as_deref(),
+        Some("the record is gone")
+    );
     let task = env.tasks.get_task(permanent).await?.ok_or("missing")?;
-    assert_eq!((task.retry_count, task.attempt), (0, 1), "permanent: no retry despite 5 allowed");
+    assert_eq!(
+        (task.retry_count, task.attempt),
+        (0, 1),
+        "permanent: no retry despite 5 allowed"
+    );
 
     // The pool survived all of it.
     let ok = env.tasks.submit(job("fine")).await?;
@@ -121,7 +147,10 @@ async fn retry_after_uses_the_handlers_delay() -> TestResult {
     let env = setup_with(fast_retries).await?;
     env.tasks.register(|_: Job, ctx: TaskContext| async move {
         if ctx.attempt() == 1 {
-            Err(TaskError::retry_after(Duration::from_millis(700), "rate limited"))
+            Err(TaskError::retry_after(
+                Duration::from_millis(700),
+                "rate limited",
+            ))
         } else {
             Ok(format!("ok on attempt {}", ctx.attempt()))
         }
@@ -131,14 +160,19 @@ async fn retry_after_uses_the_handlers_delay() -> TestResult {
     let id = env.tasks.submit(job("x")).await?;
     assert_eq!(
         finished(&mut events, id).await?,
-        TaskOutcome::Retrying { delay: Duration::from_millis(700) }
+        TaskOutcome::Retrying {
+            delay: Duration::from_millis(700)
+        }
     );
     let waiting = env.tasks.get_task(id).await?.ok_or("missing")?;
     assert!(waiting.is_retrying());
     assert_eq!(waiting.error.as_deref(), Some("rate limited"));
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Completed);
     let done = env.tasks.get_task(id).await?.ok_or("missing")?;
-    assert_eq!(done.result_as::<String>()?.as_deref(), Some("ok on attempt 2"));
+    assert_eq!(
+        done.result_as::<String>()?.as_deref(),
+        Some("ok on attempt 2")
+    );
     assert!(done.started_at.ok_or("no start")? >= waiting.next_retry_at.ok_or("no retry time")?);
     assert_eq!(done.error, None, "a success clears the last error");
     pool.shutdown().await?;
@@ -158,7 +192,13 @@ async fn blocking_handlers_run_on_the_blocking_pool() -> TestResult {
     let mut events = pool.subscribe();
     let id = env.tasks.submit(job("resize")).await?;
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Completed);
-    let result: String = env.tasks.get_task(id).await?.ok_or("missing")?.result_as()?.ok_or("no result")?;
+    let result: String = env
+        .tasks
+        .get_task(id)
+        .await?
+        .ok_or("missing")?
+        .result_as()?
+        .ok_or("no result")?;
     assert!(result.starts_with("resize on "), "{result}");
     pool.shutdown().await?;
     Ok(())
@@ -176,16 +216,44 @@ async fn cancelling_a_waiting_task_means_it_never_runs() -> TestResult {
             Ok::<_, TaskError>(job.label)
         }
     })?;
-    let doomed = env.tasks.submit_with(job("doomed"), SubmitOptions::new().delay(Duration::from_millis(300))).await?;
+    let doomed = env
+        .tasks
+        .submit_with(
+            job("doomed"),
+            SubmitOptions::new().delay(Duration::from_millis(300)),
+        )
+        .await?;
     assert_eq!(env.tasks.cancel(doomed).await?, CancelOutcome::Cancelled);
     let again = env.tasks.cancel(doomed).await;
-    assert!(matches!(again, Err(Error::InvalidState { state: TaskState::Cancelled, .. })), "{again:?}");
-    assert!(env.tasks.cancel(uuid::Uuid::now_v7()).await.is_err_and(|e| e.is_not_found()));
+    assert!(
+        matches!(
+            again,
+            Err(Error::InvalidState {
+                state: TaskState::Cancelled,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert!(
+        env.tasks
+            .cancel(uuid::Uuid::now_v7())
+            .await
+            .is_err_and(|e| e.is_not_found())
+    );
 
-    let pool = TaskWorker::new(&env.tasks).poll_interval(Duration::from_millis(50)).spawn()?;
+    let pool = TaskWorker::new(&env.tasks)
+        .poll_interval(Duration::from_millis(50))
+        .spawn()?;
     let mut events = pool.subscribe();
     // A task submitted after it, and due after it, runs: the cancelled one was skipped.
-    let later = env.tasks.submit_with(job("later"), SubmitOptions::new().delay(Duration::from_millis(600))).await?;
+    let later = env
+        .tasks
+        .submit_with(
+            job("later"),
+            SubmitOptions::new().delay(Duration::from_millis(600)),
+        )
+        .await?;
     assert_eq!(finished(&mut events, later).await?, TaskOutcome::Completed);
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     let task = env.tasks.get_task(doomed).await?.ok_or("missing")?;
@@ -204,11 +272,19 @@ async fn a_running_handler_observes_cancellation() -> TestResult {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => Ok("finished".to_owned()),
         }
     })?;
-    let pool = TaskWorker::new(&env.tasks).poll_interval(Duration::from_secs(60)).spawn()?;
+    let pool = TaskWorker::new(&env.tasks)
+        .poll_interval(Duration::from_secs(60))
+        .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::ListenerConnected).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::ListenerConnected).then_some(())
+    })
+    .await?;
     let id = env.tasks.submit(job("long")).await?;
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
+    })
+    .await?;
     assert_eq!(env.tasks.cancel(id).await?, CancelOutcome::Requested);
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Cancelled);
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;
@@ -240,7 +316,12 @@ async fn handlers_get_shared_state_without_globals() -> TestResult {
     let mut events = pool.subscribe();
     let id = env.tasks.submit(job("Ada")).await?;
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Completed);
-    let result: Option<String> = env.tasks.get_task(id).await?.ok_or("missing")?.result_as()?;
+    let result: Option<String> = env
+        .tasks
+        .get_task(id)
+        .await?
+        .ok_or("missing")?
+        .result_as()?;
     assert_eq!(result.as_deref(), Some("Hello, Ada"));
     pool.shutdown().await?;
     Ok(())

@@ -4,17 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tasklib::{Config, Error, TaskContext, TaskError, TaskLib, TaskOutcome, TaskState, TaskWorker, WorkerEvent};
+use tasklib::{
+    Config, Error, TaskContext, TaskError, TaskLib, TaskOutcome, TaskState, TaskWorker, WorkerEvent,
+};
 use tokio::sync::Semaphore;
 
 use crate::common::{Job, TestResult, finished, job, raw, setup, wait_for};
 
 #[tokio::test]
-async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_counts() -> TestResult {
+async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_counts() -> TestResult
+{
     let env = setup().await?;
-    env.tasks.register(|job: Job, ctx: TaskContext| async move {
-        Ok::<_, TaskError>(format!("{} on attempt {}", job.label, ctx.attempt()))
-    })?;
+    env.tasks
+        .register(|job: Job, ctx: TaskContext| async move {
+            Ok::<_, TaskError>(format!("{} on attempt {}", job.label, ctx.attempt()))
+        })?;
     let id = env.tasks.submit(job("orphan")).await?;
     // A worker claims it, then dies: its lock runs out a moment later and nobody extends it.
     let admin = raw(&env.db).await?;
@@ -26,7 +30,9 @@ async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_c
             &[&id],
         )
         .await?;
-    let pool = TaskWorker::new(&env.tasks).poll_interval(Duration::from_millis(100)).spawn()?;
+    let pool = TaskWorker::new(&env.tasks)
+        .poll_interval(Duration::from_millis(100))
+        .spawn()?;
     let mut events = pool.subscribe();
     let retrying = wait_for(&mut events, |e| match e {
         WorkerEvent::TaskRescued { id: r, retrying } if *r == id => Some(*retrying),
@@ -40,7 +46,10 @@ async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_c
     assert_eq!(task.attempt, 2, "the dead worker's attempt counts");
     assert_eq!(task.retry_count, 1);
     assert_eq!(task.worker_id.as_deref(), Some(pool.worker_id()));
-    assert_eq!(task.result_as::<String>()?.as_deref(), Some("orphan on attempt 2"));
+    assert_eq!(
+        task.result_as::<String>()?.as_deref(),
+        Some("orphan on attempt 2")
+    );
     pool.shutdown().await?;
     Ok(())
 }
@@ -48,10 +57,14 @@ async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_c
 #[tokio::test]
 async fn an_expired_task_without_retries_left_fails_for_good() -> TestResult {
     let env = setup().await?;
-    env.tasks.register(|job: Job, _: TaskContext| async move { Ok::<_, TaskError>(job.label) })?;
+    env.tasks
+        .register(|job: Job, _: TaskContext| async move { Ok::<_, TaskError>(job.label) })?;
     let id = env
         .tasks
-        .submit_with(job("last chance"), tasklib::SubmitOptions::new().max_retries(0))
+        .submit_with(
+            job("last chance"),
+            tasklib::SubmitOptions::new().max_retries(0),
+        )
         .await?;
     let admin = raw(&env.db).await?;
     admin
@@ -61,7 +74,9 @@ async fn an_expired_task_without_retries_left_fails_for_good() -> TestResult {
             &[&id],
         )
         .await?;
-    let pool = TaskWorker::new(&env.tasks).poll_interval(Duration::from_millis(100)).spawn()?;
+    let pool = TaskWorker::new(&env.tasks)
+        .poll_interval(Duration::from_millis(100))
+        .spawn()?;
     let mut events = pool.subscribe();
     let retrying = wait_for(&mut events, |e| match e {
         WorkerEvent::TaskRescued { id: r, retrying } if *r == id => Some(*retrying),
@@ -71,7 +86,14 @@ async fn an_expired_task_without_retries_left_fails_for_good() -> TestResult {
     assert!(!retrying);
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;
     assert!(task.is_failed() && task.is_terminal());
-    assert!(task.error.as_deref().unwrap_or_default().contains("dead-worker"), "{:?}", task.error);
+    assert!(
+        task.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("dead-worker"),
+        "{:?}",
+        task.error
+    );
     pool.shutdown().await?;
     Ok(())
 }
@@ -106,17 +128,25 @@ async fn a_worker_that_lost_its_lock_cannot_overwrite_the_newer_attempt() -> Tes
     let pool_a = TaskWorker::new(&stale).concurrency(1).spawn()?;
     let mut a_events = pool_a.subscribe();
     let id = stale.submit(job("contested")).await?;
-    wait_for(&mut a_events, |e| matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())).await?;
+    wait_for(&mut a_events, |e| {
+        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
+    })
+    .await?;
 
     // A stalls past its lock (as a long GC pause or a network partition would look).
     let admin = raw(&env.db).await?;
     admin
-        .execute("UPDATE tasks SET locked_until = now() - interval '1 second' WHERE id = $1", &[&id])
+        .execute(
+            "UPDATE tasks SET locked_until = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
         .await?;
 
     // Worker B rescues the task and runs attempt 2 to completion.
     let fresh = connect("worker-b", Duration::from_secs(60)).await?;
-    fresh.register(|_: Job, _: TaskContext| async { Ok::<_, TaskError>("written by B".to_owned()) })?;
+    fresh.register(|_: Job, _: TaskContext| async {
+        Ok::<_, TaskError>("written by B".to_owned())
+    })?;
     let pool_b = TaskWorker::new(&fresh).spawn()?;
     let mut b_events = pool_b.subscribe();
     assert_eq!(finished(&mut b_events, id).await?, TaskOutcome::Completed);
@@ -149,7 +179,10 @@ async fn shutdown_waits_for_running_tasks_and_claims_nothing_new() -> TestResult
     let pool = TaskWorker::new(&env.tasks).concurrency(2).spawn()?;
     let mut events = pool.subscribe();
     let running = env.tasks.submit(job("in flight")).await?;
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::TaskStarted { id, .. } if *id == running).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::TaskStarted { id, .. } if *id == running).then_some(())
+    })
+    .await?;
 
     let tasks = env.tasks.clone();
     let (stopped, late) = tokio::join!(pool.shutdown(), async {
@@ -160,8 +193,14 @@ async fn shutdown_waits_for_running_tasks_and_claims_nothing_new() -> TestResult
     });
     stopped?;
     let late = late?;
-    assert_eq!(env.tasks.get_task(running).await?.ok_or("missing")?.state, TaskState::Completed);
-    assert_eq!(env.tasks.get_task(late).await?.ok_or("missing")?.state, TaskState::Pending);
+    assert_eq!(
+        env.tasks.get_task(running).await?.ok_or("missing")?.state,
+        TaskState::Completed
+    );
+    assert_eq!(
+        env.tasks.get_task(late).await?.ok_or("missing")?.state,
+        TaskState::Pending
+    );
     Ok(())
 }
 
@@ -177,9 +216,15 @@ async fn shutdown_past_the_grace_period_leaves_running_tasks_to_lock_expiry() ->
         .spawn()?;
     let mut events = pool.subscribe();
     let id = env.tasks.submit(job("stuck")).await?;
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
+    })
+    .await?;
     let result = pool.shutdown().await;
-    assert!(matches!(result, Err(Error::ShutdownTimeout(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::ShutdownTimeout(_))),
+        "{result:?}"
+    );
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;
     assert_eq!(task.state, TaskState::Running, "left for lock expiry");
     assert!(task.locked_until.is_some());

@@ -21,7 +21,10 @@ async fn notification_wakes_an_idle_worker_long_before_the_poll_tick() -> TestRe
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::ListenerConnected).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::ListenerConnected).then_some(())
+    })
+    .await?;
     // The first poll at start has run and found nothing; the next tick is a minute away.
     let submitted = std::time::Instant::now();
     let id = env.tasks.submit(job("hello")).await?;
@@ -48,12 +51,19 @@ async fn delayed_task_runs_no_earlier_than_scheduled() -> TestResult {
     let mut events = pool.subscribe();
     let id = env
         .tasks
-        .submit_with(job("later"), SubmitOptions::new().delay(Duration::from_millis(1500)))
+        .submit_with(
+            job("later"),
+            SubmitOptions::new().delay(Duration::from_millis(1500)),
+        )
         .await?;
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Completed);
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;
     let started = task.started_at.ok_or("no started_at")?;
-    assert!(started >= task.scheduled_at, "started {started} before {}", task.scheduled_at);
+    assert!(
+        started >= task.scheduled_at,
+        "started {started} before {}",
+        task.scheduled_at
+    );
     assert!(task.scheduled_at - task.created_at >= chrono::Duration::milliseconds(1500));
     pool.shutdown().await?;
     Ok(())
@@ -67,7 +77,10 @@ async fn listener_reconnects_after_its_backend_is_terminated() -> TestResult {
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::ListenerConnected).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::ListenerConnected).then_some(())
+    })
+    .await?;
 
     let admin = raw(&env.db).await?;
     let killed: i64 = admin
@@ -79,8 +92,14 @@ async fn listener_reconnects_after_its_backend_is_terminated() -> TestResult {
         .await?
         .get(0);
     assert_eq!(killed, 1, "exactly one listener connection per pool");
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::ListenerDisconnected { .. }).then_some(())).await?;
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::ListenerConnected).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::ListenerDisconnected { .. }).then_some(())
+    })
+    .await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::ListenerConnected).then_some(())
+    })
+    .await?;
 
     // Notification-driven pickup works again (the poll tick is a minute away).
     let submitted = std::time::Instant::now();
@@ -109,9 +128,15 @@ async fn a_burst_of_notifications_does_not_cause_a_query_per_notification() -> T
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::ListenerConnected).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::ListenerConnected).then_some(())
+    })
+    .await?;
     let first = env.tasks.submit(job("first")).await?;
-    wait_for(&mut events, |e| matches!(e, WorkerEvent::TaskStarted { id, .. } if *id == first).then_some(())).await?;
+    wait_for(&mut events, |e| {
+        matches!(e, WorkerEvent::TaskStarted { id, .. } if *id == first).then_some(())
+    })
+    .await?;
     // The only slot is busy while 50 separate submits send 50 notifications.
     for n in 0..50 {
         env.tasks.submit(job(&format!("burst {n}"))).await?;
@@ -119,7 +144,10 @@ async fn a_burst_of_notifications_does_not_cause_a_query_per_notification() -> T
     gate.add_permits(51);
     let mut done = 0;
     while done < 51 {
-        wait_for(&mut events, |e| matches!(e, WorkerEvent::TaskFinished { .. }).then_some(())).await?;
+        wait_for(&mut events, |e| {
+            matches!(e, WorkerEvent::TaskFinished { .. }).then_some(())
+        })
+        .await?;
         done += 1;
     }
     let stats = pool.stats();
@@ -129,7 +157,10 @@ async fn a_burst_of_notifications_does_not_cause_a_query_per_notification() -> T
     assert!(stats.empty_claims <= 3, "{stats:?}");
     assert!(stats.claim_queries <= 51 + 3, "{stats:?}");
     let admin = raw(&env.db).await?;
-    let max_attempt: i32 = admin.query_one("SELECT max(attempt) FROM tasks", &[]).await?.get(0);
+    let max_attempt: i32 = admin
+        .query_one("SELECT max(attempt) FROM tasks", &[])
+        .await?
+        .get(0);
     assert_eq!(max_attempt, 1, "no task ran twice");
     pool.shutdown().await?;
     Ok(())

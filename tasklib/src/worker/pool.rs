@@ -64,7 +64,8 @@ impl Counters {
         if claimed == 0 {
             self.empty_claims.fetch_add(1, Ordering::Relaxed);
         }
-        self.tasks_claimed.fetch_add(claimed as u64, Ordering::Relaxed);
+        self.tasks_claimed
+            .fetch_add(claimed as u64, Ordering::Relaxed);
     }
 }
 
