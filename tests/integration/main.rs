@@ -4,7 +4,9 @@
 mod common;
 
 mod config;
+mod docs;
 mod inspect;
+mod logging;
 mod migrations;
 mod notify;
 mod submit;
