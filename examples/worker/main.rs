@@ -29,7 +29,10 @@ impl Task for Render {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()))
+        .with_env_filter(
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
+        )
         .init();
     let (url, _throwaway) = tasklib_examples::database_url().await?;
     let config = Config::builder(url)
@@ -48,10 +51,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(job.seconds)
     })?;
     for seconds in [1, 2, 3] {
-        tasks.submit_with(Render { seconds }, SubmitOptions::new()).await?;
+        tasks
+            .submit_with(Render { seconds }, SubmitOptions::new())
+            .await?;
     }
 
-    println!("working (pid {}); press Ctrl-C or send SIGTERM to stop", std::process::id());
+    println!(
+        "working (pid {}); press Ctrl-C or send SIGTERM to stop",
+        std::process::id()
+    );
     // Blocks until SIGINT/SIGTERM, then stops claiming and waits for running tasks.
     TaskWorker::new(&tasks).concurrency(4).run().await?;
     println!("stopped cleanly; counts: {:?}", tasks.count_tasks().await?);

@@ -108,3 +108,8 @@ pub use worker::{
 
 /// The migration crate, re-exported (its `Migrator` is what [`migrate()`] applies).
 pub use tasklib_migration as migration;
+
+/// The README's quick start, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeQuickStart;

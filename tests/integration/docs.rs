@@ -17,7 +17,12 @@ fn sql_blocks(markdown: &str) -> Vec<&str> {
 #[tokio::test]
 async fn every_monitoring_query_runs() -> TestResult {
     let env = setup().await?;
-    env.tasks.submit_many((0..5).map(email), SubmitOptions::new().tag("batch", "weekly")).await?;
+    env.tasks
+        .submit_many(
+            (0..5).map(email),
+            SubmitOptions::new().tag("batch", "weekly"),
+        )
+        .await?;
     let client = raw(&env.db).await?;
     client
         .batch_execute(

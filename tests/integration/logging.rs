@@ -12,7 +12,10 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -45,14 +48,25 @@ async fn worker_logs_its_start_and_a_span_per_task() -> TestResult {
     pool.shutdown().await?;
 
     let text = String::from_utf8(capture.0.lock().map_err(|_| "poisoned")?.clone())?;
-    let start = format!("Starting TaskWorker {} with concurrency=3", env.tasks.config().worker_id());
+    let start = format!(
+        "Starting TaskWorker {} with concurrency=3",
+        env.tasks.config().worker_id()
+    );
     assert!(text.contains(&start), "no start line in:\n{text}");
     let handler_line = text
         .lines()
         .find(|l| l.contains("inside the handler"))
         .ok_or_else(|| format!("handler log missing:\n{text}"))?;
-    for field in [format!("task.id={id}"), "task.name=job".into(), "task.attempt=1".into(), "task.queue=default".into()] {
-        assert!(handler_line.contains(&field), "{field} missing from: {handler_line}");
+    for field in [
+        format!("task.id={id}"),
+        "task.name=job".into(),
+        "task.attempt=1".into(),
+        "task.queue=default".into(),
+    ] {
+        assert!(
+            handler_line.contains(&field),
+            "{field} missing from: {handler_line}"
+        );
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod logging;
 mod migrations;
 mod notify;
 mod submit;
+mod worker_claiming;
 mod worker_execution;
 mod worker_recovery;
 mod worker_wakeup;

@@ -1,0 +1,173 @@
+//! Claiming: priority then due time, never more than the free slots, only registered names,
+//! and heartbeats keeping a long task's lock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tasklib::{
+    Config, SubmitOptions, TaskContext, TaskError, TaskLib, TaskOutcome, TaskWorker, WorkerEvent,
+};
+use tokio::sync::Semaphore;
+
+use crate::common::{
+    Job, SendEmail, TestResult, email, finished, finished_all, job, raw, setup, setup_with,
+    wait_for,
+};
+
+#[tokio::test]
+async fn highest_priority_first_then_the_one_due_longest() -> TestResult {
+    let env = setup().await?;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    env.tasks.register(move |job: Job, _: TaskContext| {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .map_err(|_| TaskError::permanent("poisoned"))?
+                .push(job.label.clone());
+            Ok::<_, TaskError>(job.label)
+        }
+    })?;
+    let at = |secs: i64| chrono::Utc::now() - chrono::Duration::seconds(secs);
+    let mut ids = Vec::new();
+    for (label, priority, due) in [
+        ("low-old", 0, at(30)),
+        ("high-new", 5, at(10)),
+        ("low-new", 0, at(5)),
+        ("high-old", 5, at(20)),
+        ("top", 9, at(1)),
+    ] {
+        ids.push(
+            env.tasks
+                .submit_with(
+                    job(label),
+                    SubmitOptions::new().priority(priority).scheduled_at(due),
+                )
+                .await?,
+        );
+    }
+    let pool = env.tasks.spawn_workers(1)?;
+    let mut events = pool.subscribe();
+    finished_all(&mut events, &ids).await?;
+    let order = order.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(
+        order,
+        vec!["top", "high-old", "high-new", "low-old", "low-new"]
+    );
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claim_never_takes_more_than_the_free_slots() -> TestResult {
+    let env = setup().await?;
+    let gate = Arc::new(Semaphore::new(0));
+    let handler_gate = gate.clone();
+    env.tasks.register(move |job: Job, _: TaskContext| {
+        let gate = handler_gate.clone();
+        async move {
+            gate.acquire().await.map(|p| p.forget())?;
+            Ok::<_, TaskError>(job.label)
+        }
+    })?;
+    let ids = env
+        .tasks
+        .submit_many((0..100).map(|n| job(&n.to_string())), SubmitOptions::new())
+        .await?;
+    let pool = env.tasks.spawn_workers(3)?;
+    let mut events = pool.subscribe();
+    for _ in 0..3 {
+        wait_for(&mut events, |e| {
+            matches!(e, WorkerEvent::TaskStarted { .. }).then_some(())
+        })
+        .await?;
+    }
+    let admin = raw(&env.db).await?;
+    let row = admin
+        .query_one("SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE attempt > 0) FROM tasks", &[])
+        .await?;
+    let (running, touched): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (running, touched),
+        (3, 3),
+        "three slots, three rows claimed, none beyond"
+    );
+    gate.add_permits(100);
+    finished_all(&mut events, &ids).await?;
+    let max_attempt: i32 = admin
+        .query_one("SELECT max(attempt) FROM tasks", &[])
+        .await?
+        .get(0);
+    assert_eq!(max_attempt, 1);
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_claims_only_the_names_it_registered() -> TestResult {
+    let env = setup().await?;
+    // This service only handles `job`; `send_email` belongs to another service on the same table.
+    env.tasks
+        .register(|job: Job, _: TaskContext| async move { Ok::<_, TaskError>(job.label) })?;
+    let foreign = env.tasks.submit(email(1)).await?;
+    let mine = env.tasks.submit(job("mine")).await?;
+    let pool = TaskWorker::new(&env.tasks)
+        .poll_interval(Duration::from_millis(50))
+        .spawn()?;
+    let mut events = pool.subscribe();
+    assert_eq!(finished(&mut events, mine).await?, TaskOutcome::Completed);
+    pool.shutdown().await?;
+    let stats = env.tasks.get_task(foreign).await?.ok_or("missing")?;
+    assert!(stats.is_pending(), "the other service's task is untouched");
+    assert_eq!(stats.attempt, 0);
+
+    // The other service picks it up.
+    let other =
+        TaskLib::connect_with(Config::builder(env.db.url()).max_connections(2).build()?).await?;
+    other.register(|_: SendEmail, _: TaskContext| async { Ok::<_, TaskError>(true) })?;
+    let pool = other.spawn_workers(1)?;
+    let mut events = pool.subscribe();
+    assert_eq!(
+        finished(&mut events, foreign).await?,
+        TaskOutcome::Completed
+    );
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_tasks_lock() -> TestResult {
+    // A one-second lock, heartbeats every third of it; the task runs for three seconds.
+    let env = setup_with(|b| {
+        b.lock_timeout(Duration::from_secs(1))
+            .poll_interval(Duration::from_millis(100))
+    })
+    .await?;
+    env.tasks
+        .register(|job: Job, ctx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok::<_, TaskError>(format!("{} on attempt {}", job.label, ctx.attempt()))
+        })?;
+    let pool = env.tasks.spawn_workers(1)?;
+    let mut events = pool.subscribe();
+    let id = env.tasks.submit(job("long")).await?;
+    let rescued = wait_for(&mut events, |e| match e {
+        WorkerEvent::TaskRescued { id: r, .. } if *r == id => Some(true),
+        WorkerEvent::TaskFinished {
+            id: f,
+            outcome: TaskOutcome::Completed,
+            ..
+        } if *f == id => Some(false),
+        _ => None,
+    })
+    .await?;
+    assert!(!rescued, "the task's lock expired while it ran");
+    let task = env.tasks.get_task(id).await?.ok_or("missing")?;
+    assert_eq!(task.attempt, 1);
+    assert_eq!(
+        task.result_as::<String>()?.as_deref(),
+        Some("long on attempt 1")
+    );
+    pool.shutdown().await?;
+    Ok(())
+}
