@@ -152,10 +152,12 @@ async fn a_burst_of_notifications_does_not_cause_a_query_per_notification() -> T
     }
     let stats = pool.stats();
     assert_eq!(stats.tasks_claimed, 51);
-    // One claim per task (a slot frees, one is claimed) plus at most a couple of empty ones;
-    // a claim per notification would add about fifty.
-    assert!(stats.empty_claims <= 3, "{stats:?}");
-    assert!(stats.claim_queries <= 51 + 3, "{stats:?}");
+    // One claim per task (a slot frees, one is claimed), plus a few empty ones whatever the
+    // number of notifications: at start, after the listener connects, after the last task,
+    // and one for the wake-up the burst left stored. A claim per notification would add
+    // about fifty.
+    assert!(stats.empty_claims <= 5, "{stats:?}");
+    assert!(stats.claim_queries <= 51 + 5, "{stats:?}");
     let admin = raw(&env.db).await?;
     let max_attempt: i32 = admin
         .query_one("SELECT max(attempt) FROM tasks", &[])
