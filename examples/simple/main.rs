@@ -30,12 +30,7 @@ impl Task for SendEmail {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
-        )
-        .init();
+    tasklib_examples::init_logging("info");
 
     // Keep the throwaway database (if any) alive until the end of main.
     let (url, _throwaway) = tasklib_examples::database_url().await?;

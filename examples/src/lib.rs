@@ -20,3 +20,11 @@ pub async fn database_url()
         }
     }
 }
+
+/// Logs to stderr, filtered by `RUST_LOG`, else by `default` (the driver's and the
+/// migrator's chatter is kept to warnings).
+pub fn init_logging(default: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| format!("{default},sqlx=warn,sea_orm_migration=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

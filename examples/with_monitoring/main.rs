@@ -31,9 +31,7 @@ impl Task for ResizeImage {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .init();
+    tasklib_examples::init_logging("warn");
     let (url, _throwaway) = tasklib_examples::database_url().await?;
     let config = Config::builder(url)
         .base_retry_delay(Duration::from_millis(100))

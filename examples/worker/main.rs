@@ -28,12 +28,7 @@ impl Task for Render {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
-        )
-        .init();
+    tasklib_examples::init_logging("info");
     let (url, _throwaway) = tasklib_examples::database_url().await?;
     let config = Config::builder(url)
         .shutdown_grace_period(Duration::from_secs(10))

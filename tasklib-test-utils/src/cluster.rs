@@ -106,15 +106,19 @@ impl Cluster {
 /// The directory holding `initdb` and `pg_ctl`: PATH first, then the newest
 /// `/usr/lib/postgresql/<version>/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
+    find_bin_dir_in(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
+}
+
+fn find_bin_dir_in(path: Option<std::ffi::OsString>, versions_root: &Path) -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             if has_both(&dir) {
                 return Some(dir);
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versions_root)
         .ok()?
         .filter_map(|entry| {
             let entry = entry.ok()?;
@@ -203,5 +207,50 @@ fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
         .spawn();
     if let Err(error) = spawned {
         tracing::warn!(%error, dir = %base.display(), "could not start the cluster watchdog; stop the cluster by hand");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tasklib-bins-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn fake_bins(dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("initdb"), "")?;
+        std::fs::write(dir.join("pg_ctl"), "")
+    }
+
+    #[test]
+    fn prefers_path_then_the_newest_versioned_directory() -> std::io::Result<()> {
+        let root = scratch("lookup");
+        fake_bins(&root.join("lib/13/bin"))?;
+        fake_bins(&root.join("lib/16/bin"))?;
+        std::fs::create_dir_all(root.join("lib/17/bin"))?; // no binaries: skipped
+        assert_eq!(
+            find_bin_dir_in(None, &root.join("lib")),
+            Some(root.join("lib/16/bin"))
+        );
+        fake_bins(&root.join("onpath"))?;
+        let path = std::env::join_paths([root.join("empty"), root.join("onpath")]).ok();
+        assert_eq!(
+            find_bin_dir_in(path, &root.join("lib")),
+            Some(root.join("onpath"))
+        );
+        std::fs::remove_dir_all(&root)
+    }
+
+    #[test]
+    fn nothing_installed_gives_an_error_that_says_what_to_install() {
+        let root = scratch("none");
+        assert_eq!(find_bin_dir_in(None, &root), None);
+        let message = TestDbError::NoServer.to_string();
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+        assert!(message.contains("DATABASE_URL"), "{message}");
     }
 }

@@ -129,12 +129,13 @@ impl Service {
 
     /// Creates an empty database and returns its name.
     pub(crate) async fn create_empty(self: Arc<Self>) -> Result<String, TestDbError> {
-        let name = format!("tasklib_test_{}", random_suffix());
-        let client = admin(
-            &self.server.admin_url(),
-            "connecting to create a test database",
-        )
-        .await?;
+        self.create_named("tasklib_test").await
+    }
+
+    /// Creates an empty database named `<prefix>_<random>`.
+    async fn create_named(&self, prefix: &str) -> Result<String, TestDbError> {
+        let name = format!("{prefix}_{}", random_suffix());
+        let client = admin(&self.server.admin_url(), "connecting to create a database").await?;
         client
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -186,19 +187,7 @@ impl Service {
 
     /// Creates this process's template and applies tasklib's migrations to it.
     async fn create_template(self: Arc<Self>) -> Result<String, TestDbError> {
-        let name = format!("tasklib_tpl_{}", random_suffix());
-        let client = admin(
-            &self.server.admin_url(),
-            "connecting to create the template database",
-        )
-        .await?;
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .map_err(|source| TestDbError::Database {
-                step: "CREATE DATABASE (template)",
-                source,
-            })?;
+        let name = self.create_named("tasklib_tpl").await?;
         let url = self.server.url(&name);
         let mut options = sea_orm::ConnectOptions::new(url);
         options.max_connections(1).sqlx_logging(false);

@@ -106,6 +106,33 @@ pub(crate) async fn finished_all(
     Ok(outcomes.into_iter().flatten().collect())
 }
 
+/// Waits until task `id` started an attempt.
+pub(crate) async fn started(events: &mut broadcast::Receiver<WorkerEvent>, id: Uuid) -> TestResult {
+    wait_for(events, |e| {
+        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
+    })
+    .await
+}
+
+/// Waits until the pool's notification listener is connected.
+pub(crate) async fn listener_up(events: &mut broadcast::Receiver<WorkerEvent>) -> TestResult {
+    wait_for(events, |e| {
+        matches!(e, WorkerEvent::ListenerConnected).then_some(())
+    })
+    .await
+}
+
+/// A `Job` handler that waits for one permit of its gate per task, then returns the label:
+/// the test decides when each task may finish.
+pub(crate) struct Gated(pub(crate) std::sync::Arc<tokio::sync::Semaphore>);
+
+impl tasklib::Handler<Job> for Gated {
+    async fn run(&self, job: Job, _: tasklib::TaskContext) -> Result<String, tasklib::TaskError> {
+        self.0.acquire().await.map(|permit| permit.forget())?;
+        Ok(job.label)
+    }
+}
+
 // ---- task types used across tests ----
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate, PartialEq)]

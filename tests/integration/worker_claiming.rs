@@ -10,7 +10,7 @@ use tasklib::{
 use tokio::sync::Semaphore;
 
 use crate::common::{
-    Job, SendEmail, TestResult, email, finished, finished_all, job, raw, setup, setup_with,
+    Gated, Job, SendEmail, TestResult, email, finished, finished_all, job, raw, setup, setup_with,
     wait_for,
 };
 
@@ -62,14 +62,7 @@ async fn highest_priority_first_then_the_one_due_longest() -> TestResult {
 async fn a_claim_never_takes_more_than_the_free_slots() -> TestResult {
     let env = setup().await?;
     let gate = Arc::new(Semaphore::new(0));
-    let handler_gate = gate.clone();
-    env.tasks.register(move |job: Job, _: TaskContext| {
-        let gate = handler_gate.clone();
-        async move {
-            gate.acquire().await.map(|p| p.forget())?;
-            Ok::<_, TaskError>(job.label)
-        }
-    })?;
+    env.tasks.register(Gated(gate.clone()))?;
     let ids = env
         .tasks
         .submit_many((0..100).map(|n| job(&n.to_string())), SubmitOptions::new())

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tasklib::{
-    CancelOutcome, Error, SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskState,
-    TaskWorker, WorkerEvent,
+    CancelOutcome, Error, SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskState, TaskWorker,
 };
 
-use crate::common::{Job, TestResult, finished, finished_all, job, setup, setup_with, wait_for};
+use crate::common::{
+    Job, TestResult, finished, finished_all, job, listener_up, setup, setup_with, started,
+};
 
 fn fast_retries(b: tasklib::ConfigBuilder) -> tasklib::ConfigBuilder {
     b.base_retry_delay(Duration::from_millis(100))
@@ -276,15 +277,9 @@ async fn a_running_handler_observes_cancellation() -> TestResult {
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::ListenerConnected).then_some(())
-    })
-    .await?;
+    listener_up(&mut events).await?;
     let id = env.tasks.submit(job("long")).await?;
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
-    })
-    .await?;
+    started(&mut events, id).await?;
     assert_eq!(env.tasks.cancel(id).await?, CancelOutcome::Requested);
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Cancelled);
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;

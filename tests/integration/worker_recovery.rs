@@ -9,7 +9,38 @@ use tasklib::{
 };
 use tokio::sync::Semaphore;
 
-use crate::common::{Job, TestResult, finished, job, raw, setup, wait_for};
+use crate::common::{Gated, Job, TestResult, finished, job, raw, setup, started, wait_for};
+
+/// Marks task `id` as claimed by a worker that then died, its lock expiring `lock_left` from
+/// now (an SQL interval).
+async fn claim_as_dead_worker(
+    env: &crate::common::Env,
+    id: uuid::Uuid,
+    lock_left: &str,
+) -> TestResult {
+    raw(&env.db)
+        .await?
+        .execute(
+            "UPDATE tasks SET state = 'running', worker_id = 'dead-worker', attempt = attempt + 1,
+                    started_at = now(), locked_until = now() + $2::text::interval
+             WHERE id = $1",
+            &[&id, &lock_left],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until task `id` is rescued; tells whether it will be retried.
+async fn rescued(
+    events: &mut tokio::sync::broadcast::Receiver<WorkerEvent>,
+    id: uuid::Uuid,
+) -> TestResult<bool> {
+    wait_for(events, |e| match e {
+        WorkerEvent::TaskRescued { id: r, retrying } if *r == id => Some(*retrying),
+        _ => None,
+    })
+    .await
+}
 
 #[tokio::test]
 async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_counts() -> TestResult
@@ -21,24 +52,12 @@ async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_c
         })?;
     let id = env.tasks.submit(job("orphan")).await?;
     // A worker claims it, then dies: its lock runs out a moment later and nobody extends it.
-    let admin = raw(&env.db).await?;
-    admin
-        .execute(
-            "UPDATE tasks SET state = 'running', worker_id = 'dead-worker', attempt = attempt + 1,
-                    started_at = now(), locked_until = now() + interval '500 milliseconds'
-             WHERE id = $1",
-            &[&id],
-        )
-        .await?;
+    claim_as_dead_worker(&env, id, "500 milliseconds").await?;
     let pool = TaskWorker::new(&env.tasks)
         .poll_interval(Duration::from_millis(100))
         .spawn()?;
     let mut events = pool.subscribe();
-    let retrying = wait_for(&mut events, |e| match e {
-        WorkerEvent::TaskRescued { id: r, retrying } if *r == id => Some(*retrying),
-        _ => None,
-    })
-    .await?;
+    let retrying = rescued(&mut events, id).await?;
     assert!(retrying);
     assert_eq!(finished(&mut events, id).await?, TaskOutcome::Completed);
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;
@@ -66,23 +85,12 @@ async fn an_expired_task_without_retries_left_fails_for_good() -> TestResult {
             tasklib::SubmitOptions::new().max_retries(0),
         )
         .await?;
-    let admin = raw(&env.db).await?;
-    admin
-        .execute(
-            "UPDATE tasks SET state = 'running', worker_id = 'dead-worker', attempt = 1,
-                    started_at = now(), locked_until = now() - interval '1 second' WHERE id = $1",
-            &[&id],
-        )
-        .await?;
+    claim_as_dead_worker(&env, id, "-1 second").await?;
     let pool = TaskWorker::new(&env.tasks)
         .poll_interval(Duration::from_millis(100))
         .spawn()?;
     let mut events = pool.subscribe();
-    let retrying = wait_for(&mut events, |e| match e {
-        WorkerEvent::TaskRescued { id: r, retrying } if *r == id => Some(*retrying),
-        _ => None,
-    })
-    .await?;
+    let retrying = rescued(&mut events, id).await?;
     assert!(!retrying);
     let task = env.tasks.get_task(id).await?.ok_or("missing")?;
     assert!(task.is_failed() && task.is_terminal());
@@ -117,21 +125,11 @@ async fn a_worker_that_lost_its_lock_cannot_overwrite_the_newer_attempt() -> Tes
     // Worker A: long lock (no heartbeat during the test); its handler waits for the gate.
     let stale = connect("worker-a", Duration::from_secs(3600)).await?;
     let gate = Arc::new(Semaphore::new(0));
-    let a_gate = gate.clone();
-    stale.register(move |_: Job, _: TaskContext| {
-        let gate = a_gate.clone();
-        async move {
-            gate.acquire().await.map(|p| p.forget())?;
-            Ok::<_, TaskError>("written by A".to_owned())
-        }
-    })?;
+    stale.register(Gated(gate.clone()))?;
     let pool_a = TaskWorker::new(&stale).concurrency(1).spawn()?;
     let mut a_events = pool_a.subscribe();
     let id = stale.submit(job("contested")).await?;
-    wait_for(&mut a_events, |e| {
-        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
-    })
-    .await?;
+    started(&mut a_events, id).await?;
 
     // A stalls past its lock (as a long GC pause or a network partition would look).
     let admin = raw(&env.db).await?;
@@ -168,21 +166,11 @@ async fn a_worker_that_lost_its_lock_cannot_overwrite_the_newer_attempt() -> Tes
 async fn shutdown_waits_for_running_tasks_and_claims_nothing_new() -> TestResult {
     let env = setup().await?;
     let gate = Arc::new(Semaphore::new(0));
-    let handler_gate = gate.clone();
-    env.tasks.register(move |job: Job, _: TaskContext| {
-        let gate = handler_gate.clone();
-        async move {
-            gate.acquire().await.map(|p| p.forget())?;
-            Ok::<_, TaskError>(job.label)
-        }
-    })?;
+    env.tasks.register(Gated(gate.clone()))?;
     let pool = TaskWorker::new(&env.tasks).concurrency(2).spawn()?;
     let mut events = pool.subscribe();
     let running = env.tasks.submit(job("in flight")).await?;
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::TaskStarted { id, .. } if *id == running).then_some(())
-    })
-    .await?;
+    started(&mut events, running).await?;
 
     let tasks = env.tasks.clone();
     let (stopped, late) = tokio::join!(pool.shutdown(), async {
@@ -216,10 +204,7 @@ async fn shutdown_past_the_grace_period_leaves_running_tasks_to_lock_expiry() ->
         .spawn()?;
     let mut events = pool.subscribe();
     let id = env.tasks.submit(job("stuck")).await?;
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::TaskStarted { id: s, .. } if *s == id).then_some(())
-    })
-    .await?;
+    started(&mut events, id).await?;
     let result = pool.shutdown().await;
     assert!(
         matches!(result, Err(Error::ShutdownTimeout(_))),

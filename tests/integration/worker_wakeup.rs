@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tasklib::{SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskWorker, WorkerEvent};
 
-use crate::common::{Job, TestResult, finished, job, raw, setup, wait_for};
+use crate::common::{
+    Gated, Job, TestResult, finished, job, listener_up, raw, setup, started, wait_for,
+};
 
 fn echo(tasks: &tasklib::TaskLib) -> TestResult {
     tasks.register(|job: Job, _: TaskContext| async move { Ok::<_, TaskError>(job.label) })?;
@@ -21,10 +23,7 @@ async fn notification_wakes_an_idle_worker_long_before_the_poll_tick() -> TestRe
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::ListenerConnected).then_some(())
-    })
-    .await?;
+    listener_up(&mut events).await?;
     // The first poll at start has run and found nothing; the next tick is a minute away.
     let submitted = std::time::Instant::now();
     let id = env.tasks.submit(job("hello")).await?;
@@ -77,10 +76,7 @@ async fn listener_reconnects_after_its_backend_is_terminated() -> TestResult {
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::ListenerConnected).then_some(())
-    })
-    .await?;
+    listener_up(&mut events).await?;
 
     let admin = raw(&env.db).await?;
     let killed: i64 = admin
@@ -96,10 +92,7 @@ async fn listener_reconnects_after_its_backend_is_terminated() -> TestResult {
         matches!(e, WorkerEvent::ListenerDisconnected { .. }).then_some(())
     })
     .await?;
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::ListenerConnected).then_some(())
-    })
-    .await?;
+    listener_up(&mut events).await?;
 
     // Notification-driven pickup works again (the poll tick is a minute away).
     let submitted = std::time::Instant::now();
@@ -114,29 +107,15 @@ async fn listener_reconnects_after_its_backend_is_terminated() -> TestResult {
 async fn a_burst_of_notifications_does_not_cause_a_query_per_notification() -> TestResult {
     let env = setup().await?;
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let handler_gate = gate.clone();
-    env.tasks.register(move |job: Job, _: TaskContext| {
-        let gate = handler_gate.clone();
-        async move {
-            // Each task waits for one permit from the test.
-            gate.acquire().await.map(|p| p.forget())?;
-            Ok::<_, TaskError>(job.label)
-        }
-    })?;
+    env.tasks.register(Gated(gate.clone()))?;
     let pool = TaskWorker::new(&env.tasks)
         .concurrency(1)
         .poll_interval(Duration::from_secs(60))
         .spawn()?;
     let mut events = pool.subscribe();
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::ListenerConnected).then_some(())
-    })
-    .await?;
+    listener_up(&mut events).await?;
     let first = env.tasks.submit(job("first")).await?;
-    wait_for(&mut events, |e| {
-        matches!(e, WorkerEvent::TaskStarted { id, .. } if *id == first).then_some(())
-    })
-    .await?;
+    started(&mut events, first).await?;
     // The only slot is busy while 50 separate submits send 50 notifications.
     for n in 0..50 {
         env.tasks.submit(job(&format!("burst {n}"))).await?;
