@@ -52,6 +52,8 @@ const CREATE_INDEXES: &[&str] = &[
     r#"CREATE INDEX tasks_state_queue_idx ON tasks (state, queue)"#,
     // Listing filtered by task name, newest first.
     r#"CREATE INDEX tasks_name_idx ON tasks (name, id)"#,
+    // Retention: finished rows by age. Partial, so pending and running rows are not in it.
+    r#"CREATE INDEX tasks_finished_idx ON tasks (completed_at) WHERE completed_at IS NOT NULL"#,
     // Listing by tag containment: tags @> '{"batch": "weekly"}'.
     r#"CREATE INDEX tasks_tags_idx ON tasks USING gin (tags jsonb_path_ops)"#,
 ];

@@ -11,13 +11,14 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::control::{self, CancelOutcome};
 use crate::handler::{BlockingHandler, Handler};
-use crate::query::{self, TaskCounts, TaskFilter};
+use crate::query::{self, QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
+use crate::retention;
 use crate::submit::{self, NewTask, SubmitOptions, TypeDefaults};
 use crate::task::Task;
 use crate::worker::{TaskWorker, WorkerPool};
-use crate::{Error, Result, migrate};
+use crate::{Error, Result, TaskState, migrate};
 
 /// The handle to a tasklib database: register task types, submit tasks, inspect them.
 ///
@@ -324,6 +325,50 @@ impl TaskLib {
     /// finished; [`Error::Database`] when the statement fails.
     pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome> {
         control::cancel(&self.inner.db, id).await
+    }
+
+    /// Counts and lag per queue: how many tasks are in each state, and how long the oldest
+    /// due pending task has waited.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails.
+    pub async fn queue_status(&self) -> Result<Vec<QueueStatus>> {
+        query::queue_status(&self.inner.db).await
+    }
+
+    /// Re-queues a task that failed for good or was cancelled: it becomes `pending`, due now,
+    /// with its retries restored. The dead-letter workflow: fix the cause, then retry.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] for a task that is not
+    /// failed-for-good or cancelled.
+    pub async fn retry(&self, id: Uuid) -> Result<()> {
+        control::retry(&self.inner.db, id).await
+    }
+
+    /// Re-queues every task that failed for good, optionally only those of one task name
+    /// and/or queue; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the statement fails.
+    pub async fn retry_failed(&self, name: Option<&str>, queue: Option<&str>) -> Result<u64> {
+        control::retry_failed(&self.inner.db, name, queue).await
+    }
+
+    /// Deletes finished tasks in `states` whose `completed_at` is older than `older_than`, in
+    /// batches of [`PRUNE_BATCH`](crate::PRUNE_BATCH) rows so that no statement holds many
+    /// locks; returns how many were deleted. Workers can do this in the background: see
+    /// [`TaskWorker::retention`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] when `states` names pending or running;
+    /// [`Error::Database`] when a statement fails.
+    pub async fn prune(
+        &self,
+        states: &[TaskState],
+        older_than: std::time::Duration,
+    ) -> Result<u64> {
+        retention::prune(&self.inner.db, states, older_than).await
     }
 
     /// Starts an in-process worker pool with `concurrency` slots, serving the queues of every

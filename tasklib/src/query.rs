@@ -2,8 +2,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -158,32 +158,88 @@ impl TaskCounts {
     }
 }
 
-const COUNT_BY_STATE: &str = r#"
-SELECT state, (next_retry_at IS NOT NULL) AS retrying, count(*) AS n
+/// Counts by queue, state and retrying-or-not, with the oldest due pending task of each
+/// queue.
+const COUNT_BY_QUEUE: &str = r#"
+SELECT queue, state, (next_retry_at IS NOT NULL) AS retrying, count(*) AS n,
+       min(scheduled_at) FILTER (WHERE state = 'pending' AND scheduled_at <= now()) AS oldest_due,
+       now() AS now
 FROM tasks
-GROUP BY 1, 2
+GROUP BY 1, 2, 3
+ORDER BY 1
 "#;
 
-/// Counts by state. This reads every row, finished ones included (through the state index
-/// when the visibility map allows): fine for dashboards and the CLI, not for a hot path.
-pub(crate) async fn counts<C: ConnectionTrait>(conn: &C) -> Result<TaskCounts> {
-    let rows = conn
-        .query_all_raw(Statement::from_string(DbBackend::Postgres, COUNT_BY_STATE))
-        .await?;
-    let mut counts = TaskCounts::default();
+/// The state of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct QueueStatus {
+    /// The queue.
+    pub queue: String,
+    /// Its tasks by state.
+    pub counts: TaskCounts,
+    /// How long the oldest pending task that is due has waited: how far behind the queue is.
+    pub oldest_pending_age: Option<std::time::Duration>,
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct CountRow {
+    queue: String,
+    state: TaskState,
+    retrying: bool,
+    n: i64,
+    oldest_due: Option<sea_orm::prelude::DateTimeWithTimeZone>,
+    now: sea_orm::prelude::DateTimeWithTimeZone,
+}
+
+/// Counts per queue. This reads every row, finished ones included (through the
+/// `(state, queue)` index when the visibility map allows): fine for dashboards and the CLI,
+/// not for a hot path.
+pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<QueueStatus>> {
+    let rows =
+        CountRow::find_by_statement(Statement::from_string(DbBackend::Postgres, COUNT_BY_QUEUE))
+            .all(conn)
+            .await?;
+    let mut out: Vec<QueueStatus> = Vec::new();
     for row in rows {
-        let state: TaskState = row.try_get("", "state")?;
-        let retrying: bool = row.try_get("", "retrying")?;
-        let n: i64 = row.try_get("", "n")?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match (state, retrying) {
-            (TaskState::Pending, _) => counts.pending += n,
-            (TaskState::Running, _) => counts.running += n,
-            (TaskState::Completed, _) => counts.completed += n,
-            (TaskState::Failed, true) => counts.failed_retrying += n,
-            (TaskState::Failed, false) => counts.failed_permanent += n,
-            (TaskState::Cancelled, _) => counts.cancelled += n,
+        if out.last().is_none_or(|q| q.queue != row.queue) {
+            out.push(QueueStatus {
+                queue: row.queue.clone(),
+                counts: TaskCounts::default(),
+                oldest_pending_age: None,
+            });
+        }
+        let Some(status) = out.last_mut() else {
+            continue;
+        };
+        let n = u64::try_from(row.n).unwrap_or(0);
+        let c = &mut status.counts;
+        match (row.state, row.retrying) {
+            (TaskState::Pending, _) => c.pending += n,
+            (TaskState::Running, _) => c.running += n,
+            (TaskState::Completed, _) => c.completed += n,
+            (TaskState::Failed, true) => c.failed_retrying += n,
+            (TaskState::Failed, false) => c.failed_permanent += n,
+            (TaskState::Cancelled, _) => c.cancelled += n,
+        }
+        if let Some(oldest) = row.oldest_due {
+            let age = (row.now - oldest).to_std().unwrap_or_default();
+            status.oldest_pending_age = Some(status.oldest_pending_age.map_or(age, |a| a.max(age)));
         }
     }
-    Ok(counts)
+    Ok(out)
+}
+
+/// Counts by state, over all queues.
+pub(crate) async fn counts<C: ConnectionTrait>(conn: &C) -> Result<TaskCounts> {
+    let mut total = TaskCounts::default();
+    for q in queue_status(conn).await? {
+        let c = q.counts;
+        total.pending += c.pending;
+        total.running += c.running;
+        total.completed += c.completed;
+        total.failed_retrying += c.failed_retrying;
+        total.failed_permanent += c.failed_permanent;
+        total.cancelled += c.cancelled;
+    }
+    Ok(total)
 }

@@ -3,12 +3,14 @@
 
 mod common;
 
+mod admin;
 mod config;
 mod docs;
 mod inspect;
 mod logging;
 mod migrations;
 mod notify;
+mod queues;
 mod submit;
 mod worker_claiming;
 mod worker_execution;

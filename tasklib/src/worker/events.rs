@@ -58,6 +58,11 @@ pub enum WorkerEvent {
         /// Whether it will run again.
         retrying: bool,
     },
+    /// Retention deleted old finished tasks.
+    TasksPruned {
+        /// How many.
+        count: u64,
+    },
     /// The notification listener connected (first time or after a reconnect). Producers
     /// fetch at once afterwards, since notifications sent while it was down are lost.
     ListenerConnected,

@@ -1,5 +1,5 @@
 //! Background upkeep of one pool: heartbeats that extend the locks of running tasks (and pick
-//! up cancellation requests), and the rescue of tasks whose worker died.
+//! up cancellation requests), the rescue of tasks whose worker died, and retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +20,11 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let rescue_sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(rescue_sleep);
+    let mut retention = tokio::time::interval(pool.retention.every);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = retention.tick(), if !pool.retention.is_empty() && !pool.is_shutting_down() => prune(&pool).await,
             _ = heartbeat.tick() => beat(&pool).await,
             _ = &mut rescue_sleep => {
                 rescue(&pool).await;
@@ -84,5 +87,19 @@ async fn rescue(pool: &PoolShared) {
             }
         }
         Err(error) => tracing::warn!(%error, "rescuing expired tasks failed"),
+    }
+}
+
+async fn prune(pool: &PoolShared) {
+    let mut deleted = 0;
+    for (state, age) in &pool.retention.rules {
+        match crate::retention::prune(pool.tasks.db(), std::slice::from_ref(state), *age).await {
+            Ok(n) => deleted += n,
+            Err(error) => tracing::warn!(%error, %state, "pruning old tasks failed"),
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, "pruned old finished tasks");
+        pool.emit(WorkerEvent::TasksPruned { count: deleted });
     }
 }

@@ -27,6 +27,7 @@ pub use events::{TaskOutcome, WorkerEvent};
 pub use listener::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
 
 use crate::client::TaskLib;
+use crate::retention::RetentionPolicy;
 use crate::retry::BackoffPolicy;
 use crate::{Error, Result};
 use pool::{PoolShared, QueueState};
@@ -55,6 +56,7 @@ pub struct TaskWorker {
     queues: BTreeMap<String, usize>,
     poll_interval: Option<Duration>,
     shutdown_grace_period: Option<Duration>,
+    retention: RetentionPolicy,
 }
 
 impl TaskWorker {
@@ -66,6 +68,7 @@ impl TaskWorker {
             queues: BTreeMap::new(),
             poll_interval: None,
             shutdown_grace_period: None,
+            retention: RetentionPolicy::new(),
         }
     }
 
@@ -95,6 +98,14 @@ impl TaskWorker {
         self
     }
 
+    /// Deletes old finished tasks in the background, in small batches (see
+    /// [`RetentionPolicy`]). Several pools may prune the same table: they skip each other's
+    /// rows. Defaults to keeping everything.
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = policy;
+        self
+    }
+
     /// Starts the pool in the background and returns its handle.
     ///
     /// # Errors
@@ -111,6 +122,12 @@ impl TaskWorker {
             });
         }
         let poll_interval = self.poll_interval.unwrap_or(config.poll_interval());
+        if self.retention.every.is_zero() {
+            return Err(Error::InvalidConfig {
+                field: "retention",
+                reason: "the pruning interval must be greater than zero".to_owned(),
+            });
+        }
         if poll_interval.is_zero() {
             return Err(Error::InvalidConfig {
                 field: "poll_interval",
@@ -166,6 +183,7 @@ impl TaskWorker {
             events,
             shutdown,
             stats: Default::default(),
+            retention: self.retention.clone(),
             tasks: self.tasks.clone(),
         });
         let total_slots = shared.slot_groups().iter().map(|(_, n)| n).sum();

@@ -48,6 +48,7 @@ pub(crate) struct PoolShared {
     pub(crate) events: broadcast::Sender<WorkerEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stats: Counters,
+    pub(crate) retention: crate::retention::RetentionPolicy,
 }
 
 /// Counters behind [`PoolStats`](super::PoolStats).
