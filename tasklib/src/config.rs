@@ -344,7 +344,8 @@ impl ConfigBuilder {
     /// | `TASKLIB_MAX_ARGS_BYTES` | [`max_args_bytes`](Self::max_args_bytes) | integer |
     /// | `TASKLIB_SHUTDOWN_GRACE_PERIOD` | [`shutdown_grace_period`](Self::shutdown_grace_period) | duration |
     ///
-    /// A duration is a number with an optional unit: `ms`, `s` (the default), `m` or `h`,
+    /// A duration is a number with an optional unit: `ms`, `s` (the default), `m`, `h`, `d`
+    /// or `w`,
     /// such as `500ms`, `30`, `10m`.
     ///
     /// # Errors
@@ -438,8 +439,12 @@ fn parse_bool(field: &'static str, value: &str) -> Result<bool> {
     }
 }
 
-/// Parses `500ms`, `30`, `30s`, `10m`, `2h` (fractions allowed: `1.5s`).
-pub(crate) fn parse_duration(field: &'static str, value: &str) -> Result<Duration> {
+/// Parses a duration as the `TASKLIB_*` variables and the command lines take it: `500ms`,
+/// `30`, `30s`, `10m`, `2h`, `7d`, `2w` (fractions allowed: `1.5s`).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `field` when the text is not such a duration.
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration> {
     let v = value.trim();
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -459,10 +464,12 @@ pub(crate) fn parse_duration(field: &'static str, value: &str) -> Result<Duratio
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
+        "d" => number * 86_400.0,
+        "w" => number * 604_800.0,
         _ => {
             return invalid(
                 field,
-                format!("`{value}` has an unknown unit: use ms, s, m or h"),
+                format!("`{value}` has an unknown unit: use ms, s, m, h, d or w"),
             );
         }
     };
@@ -607,6 +614,7 @@ mod tests {
         assert_eq!(parse_duration("x", "30")?, Duration::from_secs(30));
         assert_eq!(parse_duration("x", "10m")?, Duration::from_secs(600));
         assert_eq!(parse_duration("x", "2h")?, Duration::from_secs(7200));
+        assert_eq!(parse_duration("x", "7d")?, Duration::from_secs(7 * 86_400));
         assert!(parse_duration("x", "10 parsecs").is_err());
         assert!(parse_duration("x", "").is_err());
         Ok(())

@@ -66,6 +66,8 @@
 //! - [`entity`]: the SeaORM entity of the `tasks` table.
 //! - [`Error`]: every failure, typed.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod client;
 mod config;
 mod control;
@@ -89,7 +91,7 @@ pub use config::{
     Config, ConfigBuilder, DEFAULT_BASE_RETRY_DELAY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MAX_ARGS_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_POLL_INTERVAL, DEFAULT_QUEUE, DEFAULT_RETRY_BACKOFF_MULTIPLIER, DEFAULT_RETRY_JITTER,
-    DEFAULT_SHUTDOWN_GRACE_PERIOD,
+    DEFAULT_SHUTDOWN_GRACE_PERIOD, parse_duration,
 };
 pub use control::CancelOutcome;
 pub use error::{Error, Result};

@@ -1,0 +1,293 @@
+//! Turning an application binary into a worker command (feature `cli`).
+//!
+//! Task handlers are compiled into your own binary, so tasklib cannot ship the worker
+//! executable; it ships the command line instead. Register your handlers in a closure and
+//! hand it to [`run_worker_command`]:
+//!
+//! ```no_run
+//! # use serde::{Deserialize, Serialize};
+//! # use validator::Validate;
+//! # #[derive(Debug, Serialize, Deserialize, Validate)] struct Resize { path: String }
+//! # impl tasklib::Task for Resize { const NAME: &'static str = "resize"; const QUEUE: &'static str = "file_processing"; type Output = (); }
+//! use tasklib::{TaskContext, TaskError};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     tasklib::cli::run_worker_command(|tasks| {
+//!         tasks.register(|job: Resize, _: TaskContext| async move {
+//!             println!("resizing {}", job.path);
+//!             Ok::<_, TaskError>(())
+//!         })
+//!     })
+//!     .await
+//! }
+//! ```
+//!
+//! ```text
+//! my-worker --queues file_processing,api_processing --concurrency file_processing=2,api_processing=8
+//! DATABASE_URL=postgres://… TASK_QUEUES=file_processing my-worker --concurrency 4
+//! ```
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT); 1 when the worker cannot start
+//! or stops with an error (the message is one line on stderr); 2 for a bad command line.
+//! Other `TASKLIB_*` variables (see [`ConfigBuilder::from_vars`]) apply as usual.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{ConfigBuilder, parse_duration};
+use crate::{DEFAULT_CONCURRENCY, Result, TaskLib, TaskWorker};
+
+/// The worker command line.
+#[derive(Debug, Parser)]
+#[command(
+    about = "Runs tasklib workers for the task types compiled into this program",
+    long_about = None
+)]
+pub struct WorkerArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: String,
+
+    /// Queues to serve, comma-separated. Defaults to the queues named in --concurrency, else
+    /// every queue of a registered task type.
+    #[arg(
+        long,
+        env = "TASK_QUEUES",
+        value_delimiter = ',',
+        value_name = "QUEUE,..."
+    )]
+    pub queues: Vec<String>,
+
+    /// Tasks run at once: `N` for each served queue, and/or `QUEUE=N` per queue
+    /// (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "N|QUEUE=N")]
+    pub concurrency: Vec<Concurrency>,
+
+    /// How often idle workers look for due work, e.g. `500ms`, `2s`.
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub poll_interval: Option<Duration>,
+
+    /// How long shutdown waits for running tasks, e.g. `30s`.
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub shutdown_grace_period: Option<Duration>,
+}
+
+/// One `--concurrency` value: for every queue, or for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Concurrency {
+    /// `N`: for each served queue without its own value.
+    All(usize),
+    /// `QUEUE=N`.
+    Queue(String, usize),
+}
+
+impl FromStr for Concurrency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let slots = |n: &str| -> Result<usize, String> {
+            match n.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("`{n}` is not a positive number of slots")),
+            }
+        };
+        match s.split_once('=') {
+            Some((queue, n)) if !queue.trim().is_empty() => {
+                Ok(Concurrency::Queue(queue.trim().to_owned(), slots(n)?))
+            }
+            Some(_) => Err(format!("`{s}` has no queue name before `=`")),
+            None => Ok(Concurrency::All(slots(s)?)),
+        }
+    }
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration("duration", s).map_err(|e| e.to_string())
+}
+
+impl WorkerArgs {
+    /// The queues to serve and their slots, given the queues of the registered task types.
+    pub fn plan(&self, registered_queues: &[String]) -> Vec<(String, usize)> {
+        let default = self
+            .concurrency
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Concurrency::All(n) => Some(*n),
+                Concurrency::Queue(..) => None,
+            })
+            .unwrap_or(DEFAULT_CONCURRENCY);
+        let named: Vec<(&str, usize)> = self
+            .concurrency
+            .iter()
+            .filter_map(|c| match c {
+                Concurrency::Queue(q, n) => Some((q.as_str(), *n)),
+                Concurrency::All(_) => None,
+            })
+            .collect();
+        let mut queues: Vec<String> = if !self.queues.is_empty() {
+            self.queues
+                .iter()
+                .map(|q| q.trim().to_owned())
+                .filter(|q| !q.is_empty())
+                .collect()
+        } else if !named.is_empty() {
+            named.iter().map(|(q, _)| (*q).to_owned()).collect()
+        } else {
+            registered_queues.to_vec()
+        };
+        queues.sort();
+        queues.dedup();
+        queues
+            .into_iter()
+            .map(|q| {
+                let n = named
+                    .iter()
+                    .rev()
+                    .find(|(name, _)| *name == q)
+                    .map_or(default, |(_, n)| *n);
+                (q, n)
+            })
+            .collect()
+    }
+}
+
+/// Parses the process's arguments, connects, lets `register` add the handlers, and works
+/// until SIGTERM or SIGINT. Returns the exit code to end `main` with.
+pub async fn run_worker_command(register: impl FnOnce(&TaskLib) -> Result<()>) -> ExitCode {
+    run_worker_command_from(std::env::args_os(), register).await
+}
+
+/// [`run_worker_command`] with explicit arguments (the first is the program name).
+pub async fn run_worker_command_from(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    register: impl FnOnce(&TaskLib) -> Result<()>,
+) -> ExitCode {
+    let args = match WorkerArgs::try_parse_from(args) {
+        Ok(args) => args,
+        Err(err) => return clap_exit(&err),
+    };
+    match work(args, register).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn work(args: WorkerArgs, register: impl FnOnce(&TaskLib) -> Result<()>) -> Result<()> {
+    let url = args.database_url.clone();
+    let builder = ConfigBuilder::from_vars(|name| {
+        if name == "DATABASE_URL" {
+            Some(url.clone())
+        } else {
+            std::env::var(name).ok()
+        }
+    })?;
+    let tasks = TaskLib::connect_with(builder.build()?).await?;
+    register(&tasks)?;
+    let mut registered: Vec<String> = tasks
+        .get_registered_tasks()
+        .into_iter()
+        .map(|t| t.queue)
+        .collect();
+    registered.sort();
+    registered.dedup();
+    let mut worker = TaskWorker::new(&tasks);
+    for (queue, slots) in args.plan(&registered) {
+        worker = worker.queue(queue, slots);
+    }
+    if let Some(interval) = args.poll_interval {
+        worker = worker.poll_interval(interval);
+    }
+    if let Some(grace) = args.shutdown_grace_period {
+        worker = worker.shutdown_grace_period(grace);
+    }
+    worker.run().await
+}
+
+/// An error and its causes on one line.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::task::error_chain(error).replace('\n', " ")
+}
+
+/// Prints a clap error as one line (help and version as they are) and picks the exit code.
+pub fn clap_exit(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            print!("{}", err.render());
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> std::result::Result<WorkerArgs, clap::Error> {
+        let mut all = vec!["worker", "--database-url", "postgres://localhost/x"];
+        all.extend_from_slice(list);
+        WorkerArgs::try_parse_from(all)
+    }
+
+    #[test]
+    fn plans_queues_and_slots() -> std::result::Result<(), clap::Error> {
+        let registered = vec!["default".to_owned(), "email".to_owned()];
+        assert_eq!(
+            args(&[])?.plan(&registered),
+            vec![("default".into(), 10), ("email".into(), 10)]
+        );
+        assert_eq!(
+            args(&["--concurrency", "4"])?.plan(&registered),
+            vec![("default".into(), 4), ("email".into(), 4)]
+        );
+        assert_eq!(
+            args(&["--concurrency", "file_processing=2,api_processing=8"])?.plan(&registered),
+            vec![("api_processing".into(), 8), ("file_processing".into(), 2)]
+        );
+        assert_eq!(
+            args(&[
+                "--queues",
+                "a,b",
+                "--concurrency",
+                "3",
+                "--concurrency",
+                "b=7"
+            ])?
+            .plan(&registered),
+            vec![("a".into(), 3), ("b".into(), 7)]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_bad_concurrency() {
+        assert!(args(&["--concurrency", "0"]).is_err());
+        assert!(args(&["--concurrency", "=3"]).is_err());
+        assert!(args(&["--concurrency", "q=lots"]).is_err());
+        assert!(args(&["--poll-interval", "soon"]).is_err());
+    }
+}
