@@ -1,4 +1,7 @@
-//! Helpers shared by the examples.
+//! Code shared by the examples: the axum app, the demo worker's tasks, and setup helpers.
+
+pub mod axum_app;
+pub mod demo_tasks;
 
 use tasklib_test_utils::TestDatabase;
 
@@ -21,10 +24,13 @@ pub async fn database_url()
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG`, else by `default` (the driver's and the
+/// Logs to stderr (stdout stays for the program's output), filtered by `RUST_LOG`, else by `default` (the driver's and the
 /// migrator's chatter is kept to warnings).
 pub fn init_logging(default: &str) {
     let filter = std::env::var("RUST_LOG")
         .unwrap_or_else(|_| format!("{default},sqlx=warn,sea_orm_migration=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -232,12 +232,17 @@ pub fn clap_exit(err: &clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // clap's message, without its usage block, folded onto one line.
             let rendered = err.render().to_string();
-            let first = rendered
+            let message: Vec<&str> = rendered
                 .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+                .take_while(|line| {
+                    !line.starts_with("Usage:") && !line.trim_start().starts_with("tip:")
+                })
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+                .collect();
+            eprintln!("{} (see --help)", message.join(" "));
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,45 @@
+//! Task types of the demo worker (`demo-worker`), one per queue.
+
+use serde::{Deserialize, Serialize};
+use tasklib::{Task, TaskContext, TaskError, TaskLib};
+use validator::Validate;
+
+/// Work for the `file_processing` queue.
+#[derive(Debug, Serialize, Deserialize, Validate)]
+pub struct ProcessFile {
+    /// Which file.
+    #[validate(length(min = 1))]
+    pub path: String,
+}
+
+impl Task for ProcessFile {
+    const NAME: &'static str = "process_file";
+    const QUEUE: &'static str = "file_processing";
+    type Output = String;
+}
+
+/// Work for the `api_processing` queue.
+#[derive(Debug, Serialize, Deserialize, Validate)]
+pub struct CallApi {
+    /// Which endpoint.
+    pub endpoint: String,
+}
+
+impl Task for CallApi {
+    const NAME: &'static str = "call_api";
+    const QUEUE: &'static str = "api_processing";
+    type Output = String;
+}
+
+/// Registers the demo handlers.
+///
+/// # Errors
+/// When a name is registered twice.
+pub fn register(tasks: &TaskLib) -> tasklib::Result<()> {
+    tasks.register(|job: ProcessFile, ctx: TaskContext| async move {
+        Ok::<_, TaskError>(format!("processed {} on {}", job.path, ctx.worker_id()))
+    })?;
+    tasks.register(|call: CallApi, ctx: TaskContext| async move {
+        Ok::<_, TaskError>(format!("called {} on {}", call.endpoint, ctx.worker_id()))
+    })
+}
