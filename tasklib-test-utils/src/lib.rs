@@ -29,13 +29,20 @@
 //!   the directory once the process has exited. As root, the binaries run as the `postgres`
 //!   user (PostgreSQL refuses root).
 //!
+//! ## Queue helpers
+//!
+//! [`drain`] runs workers until nothing is runnable; [`enqueued`] and [`assert_enqueued`]
+//! look at what your code submitted, typed.
+//!
 //! Tests may run in parallel: every database is separate, and a shared background runtime
 //! does the administrative work, so tests on different tokio runtimes can share the server.
 
 mod cluster;
 mod database;
 mod error;
+mod queue;
 mod service;
 
 pub use database::TestDatabase;
 pub use error::TestDbError;
+pub use queue::{Drained, QueueTestError, assert_enqueued, drain, enqueued};
