@@ -52,9 +52,10 @@ fn decide(
     }
 }
 
-/// Writes the outcome, retrying the write through short database outages. Gives
-/// [`TaskOutcome::Lost`] when the fence rejects it or every try failed: the lock will expire
-/// and the task will be rescued, so it is never lost for good.
+/// Writes the outcome, retrying the write through database outages for as long as the lock
+/// could still be ours (`lock_timeout`; fencing makes a late write harmless). Gives
+/// [`TaskOutcome::Lost`] when the fence rejects it or the outage outlasts the lock: the task
+/// is then rescued and run again, so it is never lost for good.
 pub(crate) async fn record(
     pool: &PoolShared,
     attempt: &AttemptRef,
@@ -71,6 +72,7 @@ pub(crate) async fn record(
         cancel_requested,
     );
     let db = pool.tasks.db();
+    let give_up = tokio::time::Instant::now() + pool.lock_timeout;
     let mut tries = 0u32;
     loop {
         tries += 1;
@@ -104,8 +106,8 @@ pub(crate) async fn record(
                 );
                 return TaskOutcome::Lost;
             }
-            Err(error) if tries < 6 => {
-                let delay = BackoffPolicy::reconnect().delay(tries);
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                let delay = BackoffPolicy::reconnect().delay(tries).min(Duration::from_secs(5));
                 tracing::warn!(%error, retry_in = ?delay, "writing a task outcome failed; retrying");
                 tokio::time::sleep(delay).await;
             }
