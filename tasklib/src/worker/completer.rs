@@ -71,6 +71,19 @@ pub(crate) async fn record(
         outcome,
         cancel_requested,
     );
+    if let Write::Complete(value) = &write
+        && let Some(written) = batched(pool, attempt, value.clone()).await
+    {
+        return if written {
+            tracing::debug!("task completed");
+            TaskOutcome::Completed
+        } else {
+            tracing::warn!(
+                "outcome not written: this worker no longer holds the task (lock expired, rescued or claimed again)"
+            );
+            TaskOutcome::Lost
+        };
+    }
     let db = pool.tasks.db();
     let give_up = tokio::time::Instant::now() + pool.lock_timeout;
     let mut tries = 0u32;
@@ -107,7 +120,9 @@ pub(crate) async fn record(
                 return TaskOutcome::Lost;
             }
             Err(error) if tokio::time::Instant::now() < give_up => {
-                let delay = BackoffPolicy::reconnect().delay(tries).min(Duration::from_secs(5));
+                let delay = BackoffPolicy::reconnect()
+                    .delay(tries)
+                    .min(Duration::from_secs(5));
                 tracing::warn!(%error, retry_in = ?delay, "writing a task outcome failed; retrying");
                 tokio::time::sleep(delay).await;
             }
@@ -117,6 +132,18 @@ pub(crate) async fn record(
             }
         }
     }
+}
+
+/// Hands a success to the pool's batcher; `None` when the batch failed (write it yourself).
+async fn batched(pool: &PoolShared, attempt: &AttemptRef, result: Value) -> Option<bool> {
+    let (reply, written) = tokio::sync::oneshot::channel();
+    let done = super::batcher::Done {
+        attempt: attempt.clone(),
+        result,
+        reply,
+    };
+    pool.batcher.send(done).ok()?;
+    written.await.ok().flatten()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! each; the [completer](completer) writes outcomes, fenced by worker id and attempt;
 //! [maintenance] extends locks of running tasks and rescues tasks of dead workers.
 
+mod batcher;
 mod completer;
 mod events;
 mod executor;
@@ -184,6 +185,7 @@ impl TaskWorker {
             shutdown,
             stats: Default::default(),
             retention: self.retention.clone(),
+            batcher: batcher::spawn(self.tasks.db().clone(), config.worker_id().to_owned()),
             tasks: self.tasks.clone(),
         });
         let total_slots = shared.slot_groups().iter().map(|(_, n)| n).sum();

@@ -49,6 +49,8 @@ pub(crate) struct PoolShared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stats: Counters,
     pub(crate) retention: crate::retention::RetentionPolicy,
+    /// Where executors hand successful outcomes, to be written in batches.
+    pub(crate) batcher: super::batcher::Batcher,
 }
 
 /// Counters behind [`PoolStats`](super::PoolStats).

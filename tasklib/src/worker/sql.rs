@@ -47,6 +47,18 @@ SET state = 'completed', result = $4, error = NULL,
 WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
 "#;
 
+/// Completes many attempts of worker `$2` in one statement: `$1` is a JSON array of
+/// `{"id", "attempt", "result"}`. Fenced per row as [`COMPLETE`]; returns the ids written.
+/// One statement and one commit for a batch of outcomes, instead of one per task.
+pub(crate) const COMPLETE_MANY: &str = r#"
+UPDATE tasks AS t
+SET state = 'completed', result = u.result, error = NULL,
+    completed_at = COALESCE($3::timestamptz, now()), locked_until = NULL
+FROM jsonb_to_recordset($1::jsonb) AS u(id uuid, attempt integer, result jsonb)
+WHERE t.id = u.id AND t.worker_id = $2 AND t.attempt = u.attempt AND t.state = 'running'
+RETURNING t.id
+"#;
+
 /// Records a failed attempt (fenced as [`COMPLETE`]). `$5` is the delay before the retry in
 /// seconds, or NULL for a terminal failure; a retry counts against `max_retries`.
 pub(crate) const FAIL: &str = r#"

@@ -73,6 +73,34 @@ pub(crate) async fn complete(
     Ok(done.rows_affected() == 1)
 }
 
+/// Writes many successes of worker `worker_id` at once; returns the ids the fence let
+/// through.
+pub(crate) async fn complete_many(
+    db: &DatabaseConnection,
+    worker_id: &str,
+    done: &[(Uuid, i32, serde_json::Value)],
+) -> Result<Vec<Uuid>> {
+    let rows: Vec<serde_json::Value> = done
+        .iter()
+        .map(|(id, attempt, result)| serde_json::json!({ "id": id, "attempt": attempt, "result": { "value": result } }))
+        .collect();
+    let statement = stmt(
+        sql::COMPLETE_MANY,
+        vec![
+            serde_json::Value::Array(rows).into(),
+            worker_id.into(),
+            clock(None),
+        ],
+    );
+    let written = IdRow::find_by_statement(statement).all(db).await?;
+    Ok(written.into_iter().map(|r| r.id).collect())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct IdRow {
+    id: Uuid,
+}
+
 /// Writes a failure: retried after `retry_in`, or terminal when `None`. False when fenced off.
 pub(crate) async fn fail(
     db: &DatabaseConnection,
