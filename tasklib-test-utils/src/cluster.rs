@@ -105,7 +105,7 @@ impl Cluster {
 
 /// The directory holding `initdb` and `pg_ctl`: PATH first, then the newest
 /// `/usr/lib/postgresql/<version>/bin`.
-fn find_bin_dir() -> Option<PathBuf> {
+pub(crate) fn find_bin_dir() -> Option<PathBuf> {
     find_bin_dir_in(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
 }
 
@@ -132,7 +132,7 @@ fn find_bin_dir_in(path: Option<std::ffi::OsString>, versions_root: &Path) -> Op
 }
 
 /// True when running as root (uid 0), read from /proc so no unsafe code is needed.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -145,7 +145,7 @@ fn is_root() -> bool {
 }
 
 /// A command for a PostgreSQL binary, as the `postgres` user when we are root.
-fn pg(as_root: bool, binary: &Path) -> Command {
+pub(crate) fn pg(as_root: bool, binary: &Path) -> Command {
     if as_root {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(binary);
@@ -155,7 +155,7 @@ fn pg(as_root: bool, binary: &Path) -> Command {
     }
 }
 
-fn run(step: &'static str, cmd: &mut Command) -> Result<(), TestDbError> {
+pub(crate) fn run(step: &'static str, cmd: &mut Command) -> Result<(), TestDbError> {
     let output = cmd
         .stdin(Stdio::null())
         .output()
@@ -175,7 +175,7 @@ fn run(step: &'static str, cmd: &mut Command) -> Result<(), TestDbError> {
     }
 }
 
-fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
+pub(crate) fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
     TestDbError::Cluster {
         step,
         detail: error.to_string(),
@@ -183,7 +183,7 @@ fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
 }
 
 /// Stops the cluster and removes its directory once this process is gone.
-fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
+pub(crate) fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
     let stop = format!(
         "{}'{}' -D '{}' -m immediate stop",
         if as_root {

@@ -28,6 +28,7 @@
 //!   a Unix socket in a temporary directory, with `fsync=off`. A watchdog stops it and deletes
 //!   the directory once the process has exited. As root, the binaries run as the `postgres`
 //!   user (PostgreSQL refuses root).
+//! - A test that must restart the server itself gets a [`TestCluster`] of its own.
 //!
 //! ## Queue helpers
 //!
@@ -40,9 +41,11 @@
 mod cluster;
 mod database;
 mod error;
+mod private_cluster;
 mod queue;
 mod service;
 
 pub use database::TestDatabase;
 pub use error::TestDbError;
+pub use private_cluster::TestCluster;
 pub use queue::{Drained, QueueTestError, assert_enqueued, drain, enqueued};

@@ -44,6 +44,17 @@ impl fmt::Debug for TaskLib {
     }
 }
 
+/// Replaces the URL in a driver error that quotes it whole (sea-orm's "The connection string
+/// '…' cannot be parsed."), since it holds the password.
+fn redact_url(source: sea_orm::DbErr, url: &crate::RedactedUrl) -> sea_orm::DbErr {
+    match source {
+        sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(message)) => sea_orm::DbErr::Conn(
+            sea_orm::RuntimeErr::Internal(message.replace(url.expose(), &url.to_string())),
+        ),
+        other => other,
+    }
+}
+
 impl TaskLib {
     /// Connects with every setting at its default, and applies pending migrations.
     ///
@@ -71,7 +82,7 @@ impl TaskLib {
             .await
             .map_err(|source| Error::Connect {
                 url: config.database_url().clone(),
-                source,
+                source: redact_url(source, config.database_url()),
             })?;
         // The pool connects lazily; make sure the server is really there.
         db.ping().await.map_err(|source| Error::Connect {

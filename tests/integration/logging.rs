@@ -35,6 +35,9 @@ async fn worker_logs_its_start_and_a_span_per_task() -> TestResult {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Callsites first hit on another test's thread (with no subscriber) cached "never
+    // interested"; make them ask again now that this thread has one.
+    tracing::callsite::rebuild_interest_cache();
 
     let env = setup().await?;
     env.tasks.register(|job: Job, _: TaskContext| async move {

@@ -1,0 +1,72 @@
+//! A worker process for the fault suite: serves
+//! [`FaultJob`](tasklib_tests::fault::FaultJob) tasks with the [`Recorder`] handler until its
+//! standard input closes (then shuts down gracefully) or it is killed.
+//!
+//! Settings come from the environment:
+//! - `FAULT_DATABASE_URL` (required);
+//! - `FAULT_WORKER_ID`, `FAULT_CONCURRENCY` (default 4);
+//! - `FAULT_LOCK_TIMEOUT` (default `2s`), `FAULT_POLL_INTERVAL` (default `200ms`);
+//! - `FAULT_BEHAVIOUR`: `finish` (default), `sleep:<duration>`, `hold:<duration>`, `hang`;
+//! - `RUST_LOG` for its log on standard error (default `warn`).
+//!
+//! Standard input is the lifeline: the test holds the other end of the pipe, so the worker
+//! also stops when the test process dies, whatever killed it.
+
+use std::time::Duration;
+
+use tasklib::{Config, TaskLib, TaskWorker};
+use tasklib_tests::fault::{Behaviour, Recorder};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn duration(name: &'static str, default: Duration) -> Result<Duration> {
+    match var(name) {
+        Some(text) => Ok(tasklib::parse_duration(name, &text)?),
+        None => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let url = var("FAULT_DATABASE_URL").ok_or("FAULT_DATABASE_URL is not set")?;
+    let concurrency: usize = var("FAULT_CONCURRENCY").map_or(Ok(4), |c| c.parse())?;
+    let behaviour: Behaviour = var("FAULT_BEHAVIOUR")
+        .as_deref()
+        .unwrap_or("finish")
+        .parse()?;
+    let mut config = Config::builder(url)
+        .lock_timeout(duration("FAULT_LOCK_TIMEOUT", Duration::from_secs(2))?)
+        .poll_interval(duration("FAULT_POLL_INTERVAL", Duration::from_millis(200))?)
+        .max_connections(u32::try_from(concurrency + 4)?);
+    if let Some(id) = var("FAULT_WORKER_ID") {
+        config = config.worker_id(id);
+    }
+    let tasks = TaskLib::connect_with(config.build()?).await?;
+    tasks.register(Recorder::new(tasks.db().clone(), behaviour))?;
+
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        // Read until end of file: the test closed the pipe, or died.
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = closed_tx.send(());
+    });
+    TaskWorker::new(&tasks)
+        .concurrency(concurrency)
+        .run_until(async {
+            let _ = closed_rx.await;
+        })
+        .await?;
+    Ok(())
+}
