@@ -1,20 +1,36 @@
-//! `tasklib-bench`: measures tasklib on a real PostgreSQL.
+//! `tasklib-bench`: measures tasklib on a real PostgreSQL (issue 5).
 //!
 //! ```text
-//! cargo run --release -p tasklib-bench -- <scenario> [--json] [--tasks N] [--concurrency N]
+//! cargo run --release -p tasklib-bench -- <scenario> [--json] [--runs 3] [--tasks N] [--tiny]
 //! ```
 //!
 //! Scenarios: `enqueue`, `drain` (with `--with-floor` for the ratio to the SQL floor),
-//! `latency`, `floor`, `scale`, `all`. The database is `DATABASE_URL`'s server when set (a
-//! fresh database per scenario), else a throwaway cluster from `tasklib-test-utils`.
+//! `latency`, `floor`, `scale`, `all` (those five), and two that show where the time goes:
+//! `explain` (plans of the claim and the completion) and `statements` (`pg_stat_statements`
+//! per task, on a private cluster). The database is a fresh one per measurement, on
+//! `DATABASE_URL`'s server when set, else on a throwaway cluster from `tasklib-test-utils`.
 //! See `docs/performance.md` for the method and the figures.
 
+mod db;
+mod drain;
+mod enqueue;
+mod explain;
+mod latency;
+mod probe;
 mod report;
-mod scenarios;
+mod scale;
+mod sql;
+mod statements;
+mod targets;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use serde_json::Value;
+
+use crate::db::{BenchDb, BenchResult};
+use crate::report::{Printer, Row};
 
 /// Benchmarks for tasklib.
 #[derive(Debug, Parser)]
@@ -25,24 +41,37 @@ struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Tasks for enqueue (bulk) and drain.
+    /// Runs of the scenario; with more than one, the median of each figure is printed last.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Tasks drained (drain, floor, scale) and bulk-submitted (enqueue).
     #[arg(long, default_value_t = 20_000)]
     tasks: usize,
-    /// Worker slots (drain, floor, scale).
+    /// Tasks of each single-submit run of `enqueue` (split between the submitters).
+    #[arg(long, default_value_t = 2_000)]
+    single_tasks: usize,
+    /// Slots of the worker pool, and loops of `floor`.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
-    /// Tasks submitted one by one in the latency scenario.
+    /// Tasks submitted one at a time in `latency`.
     #[arg(long, default_value_t = 500)]
     latency_tasks: usize,
-    /// Pause between latency submits, in milliseconds.
+    /// Pause between those submits, in milliseconds.
     #[arg(long, default_value_t = 20)]
     latency_gap_ms: u64,
-    /// Completed rows preloaded by `scale`.
+    /// Tasks run before the measured ones in `latency`, and not counted.
+    #[arg(long, default_value_t = 20)]
+    latency_warmup: usize,
+    /// Completed rows already in the table for `scale`.
     #[arg(long, default_value_t = 1_000_000)]
     scale_rows: usize,
-    /// With `drain`: also run `floor` and print the ratio.
+    /// With `drain`: also run `floor` and report `floor_ratio`.
     #[arg(long)]
     with_floor: bool,
+    /// A run of seconds, to prove the program works (CI): 200 tasks, 100 single submits, 20
+    /// latency tasks 5 ms apart, 5,000 preloaded rows. Overrides the sizes above.
+    #[arg(long)]
+    tiny: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,13 +82,51 @@ enum Scenario {
     Floor,
     Scale,
     All,
+    Explain,
+    Statements,
+}
+
+/// The sizes of one invocation.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) tasks: usize,
+    pub(crate) single_tasks: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) latency_tasks: usize,
+    pub(crate) latency_gap: Duration,
+    pub(crate) latency_warmup: usize,
+    pub(crate) scale_rows: usize,
+}
+
+impl Settings {
+    fn from_args(args: &Args) -> Settings {
+        if args.tiny {
+            return Settings {
+                tasks: 200,
+                single_tasks: 100,
+                concurrency: args.concurrency,
+                latency_tasks: 20,
+                latency_gap: Duration::from_millis(5),
+                latency_warmup: 3,
+                scale_rows: 5_000,
+            };
+        }
+        Settings {
+            tasks: args.tasks,
+            single_tasks: args.single_tasks,
+            concurrency: args.concurrency,
+            latency_tasks: args.latency_tasks,
+            latency_gap: Duration::from_millis(args.latency_gap_ms),
+            latency_warmup: args.latency_warmup,
+            scale_rows: args.scale_rows,
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut out = report::Report::new(args.json);
-    match run(&args, &mut out).await {
+    match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -68,34 +135,120 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args, out: &mut report::Report) -> scenarios::BenchResult<()> {
-    let s = scenarios::Settings {
-        tasks: args.tasks,
-        concurrency: args.concurrency,
-        latency_tasks: args.latency_tasks,
-        latency_gap: std::time::Duration::from_millis(args.latency_gap_ms),
-        scale_rows: args.scale_rows,
-    };
-    match args.scenario {
-        Scenario::Enqueue => scenarios::enqueue(&s, out).await,
-        Scenario::Drain => {
-            let drain = scenarios::drain(&s, 0, out).await?;
-            if args.with_floor {
-                let floor = scenarios::floor(&s, out).await?;
-                out.ratio("floor_ratio", drain / floor);
-            }
-            Ok(())
+async fn run(args: &Args) -> BenchResult<()> {
+    let s = Settings::from_args(args);
+    let out = Printer::new(args.json);
+    out.heading("setup");
+    out.row(&setup().await?, &Value::Null);
+    let mut runs = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        out.heading(&format!(
+            "{:?}, run {run} of {}",
+            args.scenario,
+            args.runs.max(1)
+        ));
+        let rows = run_once(args.scenario, args.with_floor, &s).await?;
+        for row in &rows {
+            out.row(row, &Value::from(run));
         }
-        Scenario::Latency => scenarios::latency(&s, 0, out).await.map(|_| ()),
-        Scenario::Floor => scenarios::floor(&s, out).await.map(|_| ()),
-        Scenario::Scale => scenarios::scale(&s, out).await,
-        Scenario::All => {
-            scenarios::enqueue(&s, out).await?;
-            let drain = scenarios::drain(&s, 0, out).await?;
-            let floor = scenarios::floor(&s, out).await?;
-            out.ratio("floor_ratio", drain / floor);
-            scenarios::latency(&s, 0, out).await?;
-            scenarios::scale(&s, out).await
+        runs.push(rows);
+    }
+    let last = if runs.len() > 1 {
+        let medians = report::medians(&runs);
+        out.heading(&format!("median of {} runs", runs.len()));
+        for row in &medians {
+            out.row(row, &Value::from("median"));
+        }
+        medians
+    } else {
+        runs.pop().unwrap_or_default()
+    };
+    let checked = targets::check(&last);
+    if !checked.is_empty() {
+        out.heading("targets (issue 5)");
+        for row in &checked {
+            out.row(row, &Value::Null);
         }
     }
+    Ok(())
+}
+
+async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchResult<Vec<Row>> {
+    Ok(match scenario {
+        Scenario::Enqueue => enqueue::enqueue(s).await?,
+        Scenario::Drain => drain_and_floor(s, with_floor).await?,
+        Scenario::Latency => vec![latency::latency(s).await?],
+        Scenario::Floor => vec![drain::floor(s).await?],
+        Scenario::Scale => scale::scale(s, None).await?,
+        Scenario::Explain => explain::explain(s).await?,
+        Scenario::Statements => statements::statements(s).await?,
+        Scenario::All => {
+            let mut rows = enqueue::enqueue(s).await?;
+            let drained = drain_and_floor(s, true).await?;
+            let latency = latency::latency(s).await?;
+            let baseline = drained.first().cloned().map(|d| (d, latency.clone()));
+            rows.extend(drained);
+            rows.push(latency);
+            rows.extend(scale::scale(s, baseline).await?);
+            rows
+        }
+    })
+}
+
+/// `drain`, and with `with_floor` also `floor` and their ratio, in this invocation.
+async fn drain_and_floor(s: &Settings, with_floor: bool) -> BenchResult<Vec<Row>> {
+    let drained = drain::drain(s).await?;
+    if !with_floor {
+        return Ok(vec![drained]);
+    }
+    let floor = drain::floor(s).await?;
+    let ratio = drained
+        .get("tasks_per_sec")
+        .zip(floor.get("tasks_per_sec"))
+        .map(|(d, f)| d / f.max(f64::EPSILON));
+    Ok(vec![drained.with("floor_ratio", ratio), floor])
+}
+
+/// Where the figures come from: the machine, the server and its settings.
+async fn setup() -> BenchResult<Row> {
+    let db = BenchDb::new().await?;
+    let client = db.raw().await?;
+    let settings = [
+        "server_version",
+        "fsync",
+        "synchronous_commit",
+        "full_page_writes",
+        "shared_buffers",
+        "max_connections",
+        "wal_level",
+        "jit",
+    ];
+    let mut row = Row::new("setup")
+        .with(
+            "database",
+            if std::env::var_os("DATABASE_URL").is_some() {
+                "DATABASE_URL"
+            } else {
+                "throwaway cluster (tasklib-test-utils)"
+            },
+        )
+        .with(
+            "cpus",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )
+        .with("cpu_model", cpu_model());
+    for name in settings {
+        let value: String = client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await?
+            .get(0);
+        row = row.with(name, value);
+    }
+    Ok(row)
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split(':').nth(1)?.trim().to_owned())
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::Value;
@@ -77,7 +78,11 @@ impl TaskLib {
             .min_connections(0)
             .connect_timeout(config.connect_timeout())
             .acquire_timeout(config.connect_timeout())
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // A ping on every acquire doubles the round trips of the hot path (claim, complete);
+            // only connections idle for a while, which a server restart may have broken, are
+            // checked first.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30));
         let db = Database::connect(options)
             .await
             .map_err(|source| Error::Connect {

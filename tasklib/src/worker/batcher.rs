@@ -58,7 +58,7 @@ async fn write(db: &DatabaseConnection, worker_id: &str, batch: Vec<Done>) {
         }
         Err(error) => {
             // Each executor retries its own write, with backoff, from here on.
-            tracing::warn!(%error, results = batch.len(), "batched completion failed; writing one by one");
+            tracing::warn!(error = %crate::task::error_chain(&error), results = batch.len(), "batched completion failed; writing one by one");
             for done in batch {
                 let _ = done.reply.send(None);
             }

@@ -123,11 +123,11 @@ pub(crate) async fn record(
                 let delay = BackoffPolicy::reconnect()
                     .delay(tries)
                     .min(Duration::from_secs(5));
-                tracing::warn!(%error, retry_in = ?delay, "writing a task outcome failed; retrying");
+                tracing::warn!(error = %crate::task::error_chain(&error), retry_in = ?delay, "writing a task outcome failed; retrying");
                 tokio::time::sleep(delay).await;
             }
             Err(error) => {
-                tracing::error!(%error, "writing a task outcome failed; the task will be rescued when its lock expires");
+                tracing::error!(error = %crate::task::error_chain(&error), "writing a task outcome failed; the task will be rescued when its lock expires");
                 return TaskOutcome::Lost;
             }
         }

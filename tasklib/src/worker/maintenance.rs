@@ -57,14 +57,16 @@ async fn beat(pool: &PoolShared) {
                 }
             }
             if rows.len() < ids.len() {
-                tracing::warn!(
-                    lost = ids.len() - rows.len(),
-                    "some running tasks are no longer held by this worker (lock expired); their outcomes will not be written"
+                // Usually tasks whose outcome was written since `ids` was taken; a lost lock
+                // shows up as `TaskOutcome::Lost` when its outcome is refused.
+                tracing::debug!(
+                    not_extended = ids.len() - rows.len(),
+                    "some tasks were no longer running under this worker at the heartbeat"
                 );
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "heartbeat failed; locks expire unless a later one succeeds")
+            tracing::warn!(error = %crate::task::error_chain(&error), "heartbeat failed; locks expire unless a later one succeeds")
         }
     }
 }
@@ -86,7 +88,9 @@ async fn rescue(pool: &PoolShared) {
                 });
             }
         }
-        Err(error) => tracing::warn!(%error, "rescuing expired tasks failed"),
+        Err(error) => {
+            tracing::warn!(error = %crate::task::error_chain(&error), "rescuing expired tasks failed")
+        }
     }
 }
 
@@ -95,7 +99,9 @@ async fn prune(pool: &PoolShared) {
     for (state, age) in &pool.retention.rules {
         match crate::retention::prune(pool.tasks.db(), std::slice::from_ref(state), *age).await {
             Ok(n) => deleted += n,
-            Err(error) => tracing::warn!(%error, %state, "pruning old tasks failed"),
+            Err(error) => {
+                tracing::warn!(error = %crate::task::error_chain(&error), %state, "pruning old tasks failed")
+            }
         }
     }
     if deleted > 0 {

@@ -3,32 +3,35 @@
 //! Every statement takes `now` as an optional parameter (`COALESCE($n, now())`), so tests can
 //! fix the clock; production passes NULL and uses the database's clock, never the worker's.
 
-/// Claims up to `$3` runnable tasks of queue `$1` whose names are in `$2`, for worker `$4`,
-/// locking them for `$5` seconds.
+/// Claims up to `{limit}` runnable tasks of queue `$1` whose names are in `$2`, for worker
+/// `$3`, locking them for `$4` seconds.
 ///
 /// - The locking select sits in a `MATERIALIZED` CTE so it runs exactly once: the planner
-///   cannot re-evaluate it inside a nested loop and lock (and update) more than `$3` rows.
+///   cannot re-evaluate it inside a nested loop and lock (and update) more than `{limit}` rows.
 /// - `SKIP LOCKED` makes concurrent claimers take different rows instead of waiting.
 /// - The `WHERE` repeats the predicate of `tasks_claim_idx` word for word, so the partial
 ///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
 /// - `attempt` is the fencing token: every later write of this attempt names it.
+/// - The limit is written into the text (an integer, never user input), not bound: with a
+///   bound `LIMIT $n`, the cached generic plan cannot know the limit is small and sorted
+///   every runnable row on each claim (measured: 5× slower drains; `docs/performance.md`).
 pub(crate) const CLAIM: &str = r#"
 WITH picked AS MATERIALIZED (
     SELECT id
     FROM tasks
     WHERE queue = $1
       AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
-      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($6::timestamptz, now())
+      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($5::timestamptz, now())
       AND name = ANY($2::text[])
     ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
-    LIMIT $3
+    LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks AS t
 SET state = 'running',
-    worker_id = $4,
-    started_at = COALESCE($6::timestamptz, now()),
-    locked_until = COALESCE($6::timestamptz, now()) + make_interval(secs => $5),
+    worker_id = $3,
+    started_at = COALESCE($5::timestamptz, now()),
+    locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
     attempt = t.attempt + 1,
     next_retry_at = NULL,
     completed_at = NULL
@@ -48,14 +51,20 @@ WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
 "#;
 
 /// Completes many attempts of worker `$2` in one statement: `$1` is a JSON array of
-/// `{"id", "attempt", "result"}`. Fenced per row as [`COMPLETE`]; returns the ids written.
-/// One statement and one commit for a batch of outcomes, instead of one per task.
+/// `{"id", "attempt", "result"}`, `$4` the same ids as an array. Fenced per row as
+/// [`COMPLETE`]; returns the ids written. One statement and one commit for a batch of
+/// outcomes, instead of one per task.
+///
+/// `t.id = ANY($4)` is there for the planner: it cannot see how many rows a JSON document
+/// holds (it guesses 100) and, joining on `u.id` alone, scanned the whole table per batch;
+/// with the id array it looks each row up by primary key.
 pub(crate) const COMPLETE_MANY: &str = r#"
 UPDATE tasks AS t
 SET state = 'completed', result = u.result, error = NULL,
     completed_at = COALESCE($3::timestamptz, now()), locked_until = NULL
 FROM jsonb_to_recordset($1::jsonb) AS u(id uuid, attempt integer, result jsonb)
-WHERE t.id = u.id AND t.worker_id = $2 AND t.attempt = u.attempt AND t.state = 'running'
+WHERE t.id = ANY($4::uuid[])
+  AND t.id = u.id AND t.worker_id = $2 AND t.attempt = u.attempt AND t.state = 'running'
 RETURNING t.id
 "#;
 

@@ -46,12 +46,12 @@ pub(crate) async fn claim(
     lock_timeout: Duration,
     now: Option<DateTime<Utc>>,
 ) -> Result<Vec<task::Model>> {
+    let sql = sql::CLAIM.replace("{limit}", &limit.max(1).to_string());
     let statement = stmt(
-        sql::CLAIM,
+        &sql,
         vec![
             queue.into(),
             names.to_vec().into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
             worker_id.into(),
             lock_timeout.as_secs_f64().into(),
             clock(now),
@@ -90,6 +90,10 @@ pub(crate) async fn complete_many(
             serde_json::Value::Array(rows).into(),
             worker_id.into(),
             clock(None),
+            done.iter()
+                .map(|(id, _, _)| *id)
+                .collect::<Vec<Uuid>>()
+                .into(),
         ],
     );
     let written = IdRow::find_by_statement(statement).all(db).await?;

@@ -1,0 +1,184 @@
+//! `drain` (a pool works a full queue) and `floor` (the same lifecycle in plain SQL).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tasklib::{Task, TaskContext, TaskError, TaskWorker};
+use uuid::Uuid;
+
+use crate::Settings;
+use crate::db::{self, BenchDb, BenchResult, Noop};
+use crate::probe::{self, Counters, CpuMeter, ServerCpu};
+use crate::report::Row;
+
+/// `drain` on a fresh database.
+pub(crate) async fn drain(s: &Settings) -> BenchResult<Row> {
+    let db = BenchDb::new().await?;
+    drain_on(&db, s, "drain", 0).await
+}
+
+/// `tasks` no-op tasks queued first, then one pool with `concurrency` slots works them: the
+/// time from the pool's start until the last is completed (as the database recorded it).
+/// `preloaded` is the number of completed rows already in the table.
+pub(crate) async fn drain_on(
+    db: &BenchDb,
+    s: &Settings,
+    name: &str,
+    preloaded: usize,
+) -> BenchResult<Row> {
+    db.queue_noops(s.tasks).await?;
+    let tasks = db.tasklib().await?;
+    tasks.register(|_: Noop, _: TaskContext| async { Ok::<_, TaskError>(()) })?;
+
+    // Measuring connection: opened after the setup's statistics are published; every query
+    // it runs is counted, to take it out of the commit counts.
+    let client = db.raw().await?;
+    db.wait_for_other_sessions(&client).await?;
+    let mut own_queries = 2; // the two readings below
+    let before = Counters::read(&client).await?;
+    let t0 = db::server_clock(&client).await?;
+    let cpu = CpuMeter::start(ServerCpu::locate(&client).await);
+    // The process's peak so far covers the setup (the bulk submit of the queue); reset it so
+    // the drain's own peak is measured too.
+    let setup_rss = probe::peak_rss_mb();
+    let rss_reset = probe::reset_peak_rss();
+
+    let started = Instant::now();
+    let pool = TaskWorker::new(&tasks).concurrency(s.concurrency).spawn()?;
+    // Progress from the pool's own counter (no queries while it works); the database is
+    // asked only once everything has been claimed.
+    let mut half_at = None;
+    loop {
+        let claimed = pool.stats().tasks_claimed as usize;
+        if half_at.is_none() && claimed * 2 >= s.tasks {
+            half_at = Some(started.elapsed());
+        }
+        if claimed >= s.tasks {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(format!("only {claimed} of {} tasks claimed after 600 s", s.tasks).into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    own_queries += db::wait_drained(&client, Duration::from_secs(60)).await?;
+    let observed = started.elapsed().as_secs_f64();
+    let used = cpu.stop();
+    let drain_rss = probe::peak_rss_mb();
+    let stats = pool.stats();
+    own_queries += 1;
+    let seconds = db::last_completion(&client, t0).await?;
+    pool.shutdown().await?;
+    tasks.db().close_by_ref().await?;
+    drop(tasks);
+    drop(client);
+
+    let reader = db.raw().await?;
+    db.wait_for_other_sessions(&reader).await?;
+    let after = Counters::read(&reader).await?;
+    db::check_all_completed(&reader, s.tasks + preloaded).await?;
+
+    let half: f64 = half_at.map_or(0.0, |d| d.as_secs_f64());
+    let halves = s.tasks as f64 / 2.0;
+    let row = Row::throughput(name, s.tasks, s.concurrency, seconds)
+        .with("observed_seconds", observed)
+        .with("first_half_tasks_per_sec", halves / half.max(f64::EPSILON))
+        .with(
+            "second_half_tasks_per_sec",
+            halves / (seconds - half).max(f64::EPSILON),
+        )
+        .with("claims", stats.claim_queries)
+        .with(
+            "tasks_per_claim",
+            stats.tasks_claimed as f64 / stats.claim_queries.max(1) as f64,
+        )
+        .with(
+            "process_peak_rss_mb",
+            setup_rss.zip(drain_rss).map(|(a, b)| a.max(b)),
+        )
+        .with("drain_peak_rss_mb", drain_rss.filter(|_| rss_reset));
+    let row = used.annotate(row, s.tasks, seconds);
+    Ok(after.annotate_delta(before, own_queries, s.tasks, row))
+}
+
+/// tasklib's claim (`CLAIM` in `tasklib/src/worker/sql.rs`, limit 10), returning what an
+/// executor needs (id, attempt, args) rather than the whole row.
+pub(crate) fn floor_claim() -> BenchResult<String> {
+    let claim = crate::sql::claim(10)?;
+    if !claim.contains("RETURNING t.*") {
+        return Err("tasklib's CLAIM no longer ends in `RETURNING t.*`: update the floor".into());
+    }
+    Ok(claim.replace("RETURNING t.*", "RETURNING t.id, t.attempt, t.args"))
+}
+
+/// tasklib's fenced success write (`COMPLETE`) for a batch, with the batch as two arrays: one
+/// statement, one commit per 10 tasks.
+pub(crate) const FLOOR_COMPLETE: &str = r#"
+UPDATE tasks AS t
+SET state = 'completed', result = '{"value": null}', error = NULL,
+    completed_at = now(), locked_until = NULL
+FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)
+WHERE t.id = u.id AND t.worker_id = $3 AND t.attempt = u.attempt AND t.state = 'running'
+"#;
+
+/// `floor`: the lifecycle of a drained task issued directly through tokio-postgres, on the same
+/// table: `concurrency` loops, each with its own connection and prepared statements, claiming
+/// 10 and completing those 10 in one statement, until the queue is empty.
+pub(crate) async fn floor(s: &Settings) -> BenchResult<Row> {
+    let db = BenchDb::new().await?;
+    db.queue_noops(s.tasks).await?;
+    let client = db.raw().await?;
+    db.wait_for_other_sessions(&client).await?;
+    let before = Counters::read(&client).await?;
+    let t0 = db::server_clock(&client).await?;
+    let cpu = CpuMeter::start(ServerCpu::locate(&client).await);
+    let claim_sql = floor_claim()?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let loops = (0..s.concurrency).map(|w| {
+        let url = db.url().to_owned();
+        let done = Arc::clone(&done);
+        let claim_sql = claim_sql.clone();
+        tokio::spawn(async move {
+            let loop_client = db::connect_raw(&url).await?;
+            let claim = loop_client.prepare(&claim_sql).await?;
+            let complete = loop_client.prepare(FLOOR_COMPLETE).await?;
+            let worker = format!("floor-{w}");
+            let names = vec![Noop::NAME.to_owned()];
+            let lock_secs = 600.0f64;
+            let now: Option<std::time::SystemTime> = None;
+            loop {
+                let rows = loop_client
+                    .query(&claim, &[&"default", &names, &worker, &lock_secs, &now])
+                    .await?;
+                if rows.is_empty() {
+                    return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+                }
+                let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+                let attempts: Vec<i32> = rows.iter().map(|r| r.get(1)).collect();
+                let written = loop_client
+                    .execute(&complete, &[&ids, &attempts, &worker])
+                    .await?;
+                done.fetch_add(written as usize, Ordering::Relaxed);
+            }
+        })
+    });
+    for run in futures::future::join_all(loops).await {
+        run??;
+    }
+    let observed = started.elapsed().as_secs_f64();
+    let used = cpu.stop();
+    let seconds = db::last_completion(&client, t0).await?;
+    drop(client);
+    let reader = db.raw().await?;
+    db.wait_for_other_sessions(&reader).await?;
+    let after = Counters::read(&reader).await?;
+    db::check_all_completed(&reader, s.tasks).await?;
+    let row = Row::throughput("floor", s.tasks, s.concurrency, seconds)
+        .with("observed_seconds", observed)
+        .with("completed", done.load(Ordering::Relaxed));
+    let row = used.annotate(row, s.tasks, seconds);
+    // The measuring connection ran three queries: two readings and the end time.
+    Ok(after.annotate_delta(before, 3, s.tasks, row))
+}

@@ -1,0 +1,221 @@
+//! Where the time and the work go: CPU seconds of this process and of the PostgreSQL server,
+//! peak memory, and the server's own counters (`pg_stat_database`, `pg_stat_user_tables`).
+//!
+//! CPU comes from `/proc`, so the server figures exist only when the server runs on this
+//! machine and `/proc/<pid>` of its processes is readable (as root, or as its user).
+
+use std::path::PathBuf;
+
+use tokio_postgres::Client;
+
+use crate::db::BenchResult;
+
+/// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on every Linux ABI we run
+/// on; `getconf CLK_TCK` prints it).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Peak resident memory of this process (`VmHWM`), in MB.
+pub(crate) fn peak_rss_mb() -> Option<f64> {
+    status_kb("VmHWM:").map(|kb| kb / 1024.0)
+}
+
+/// Resets the peak to the current resident size (`echo 5 > /proc/self/clear_refs`), so the
+/// next [`peak_rss_mb`] covers only what follows. False when the kernel refused.
+pub(crate) fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn status_kb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: index 0 is field 3 (`state`).
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse::<i64>().map_or(0, |v| v.max(0) as u64))
+            .collect(),
+    )
+}
+
+const PPID: usize = 1; // field 4
+const UTIME: usize = 11; // field 14
+const STIME: usize = 12; // field 15
+const CUTIME: usize = 13; // field 16
+const CSTIME: usize = 14; // field 17
+
+/// CPU seconds this process has used, all threads, user and system.
+pub(crate) fn client_cpu_secs() -> Option<f64> {
+    let f = stat_fields("self")?;
+    Some((f.get(UTIME)? + f.get(STIME)?) as f64 / TICKS_PER_SEC)
+}
+
+/// The server's processes: its postmaster, read from `postmaster.pid` in the data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerCpu {
+    postmaster: String,
+}
+
+impl ServerCpu {
+    /// Finds the postmaster of the server `client` is connected to; `None` when the server is
+    /// not on this machine or its files cannot be read.
+    pub(crate) async fn locate(client: &Client) -> Option<ServerCpu> {
+        let row = client
+            .query_one("SELECT current_setting('data_directory')", &[])
+            .await
+            .ok()?;
+        let dir: String = row.get(0);
+        let pid_file = std::fs::read_to_string(PathBuf::from(dir).join("postmaster.pid")).ok()?;
+        let postmaster = pid_file.lines().next()?.trim().to_owned();
+        stat_fields(&postmaster)?;
+        Some(ServerCpu { postmaster })
+    }
+
+    /// CPU seconds of the whole server so far: the postmaster, its live children (backends,
+    /// autovacuum, WAL writer, …) and the children it has reaped.
+    pub(crate) fn secs(&self) -> Option<f64> {
+        let pm = stat_fields(&self.postmaster)?;
+        let mut ticks = pm.get(UTIME)? + pm.get(STIME)? + pm.get(CUTIME)? + pm.get(CSTIME)?;
+        let ppid: u64 = self.postmaster.parse().ok()?;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some(f) = stat_fields(pid)
+                && f.get(PPID) == Some(&ppid)
+            {
+                ticks += f.get(UTIME).copied().unwrap_or(0) + f.get(STIME).copied().unwrap_or(0);
+            }
+        }
+        Some(ticks as f64 / TICKS_PER_SEC)
+    }
+}
+
+/// CPU used by the client and the server between two points.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuMeter {
+    server: Option<ServerCpu>,
+    client0: Option<f64>,
+    server0: Option<f64>,
+}
+
+/// What a [`CpuMeter`] measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuUsed {
+    pub(crate) client: Option<f64>,
+    pub(crate) server: Option<f64>,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(server: Option<ServerCpu>) -> CpuMeter {
+        CpuMeter {
+            client0: client_cpu_secs(),
+            server0: server.as_ref().and_then(ServerCpu::secs),
+            server,
+        }
+    }
+
+    pub(crate) fn stop(&self) -> CpuUsed {
+        let server1 = self.server.as_ref().and_then(ServerCpu::secs);
+        CpuUsed {
+            client: client_cpu_secs().zip(self.client0).map(|(b, a)| b - a),
+            server: server1.zip(self.server0).map(|(b, a)| b - a),
+        }
+    }
+}
+
+impl CpuUsed {
+    /// Adds `client_cpu_us_per_task`, `server_cpu_us_per_task` and `cpu_busy` (the share of
+    /// all cores busy with this work) to a row.
+    pub(crate) fn annotate(
+        self,
+        row: crate::report::Row,
+        tasks: usize,
+        seconds: f64,
+    ) -> crate::report::Row {
+        let per_task = |s: Option<f64>| s.map(|s| s * 1e6 / tasks.max(1) as f64);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let busy = self
+            .client
+            .zip(self.server)
+            .map(|(c, s)| (c + s) / (seconds * cores));
+        row.with("client_cpu_us_per_task", per_task(self.client))
+            .with("server_cpu_us_per_task", per_task(self.server))
+            .with("cpu_busy", busy)
+    }
+}
+
+/// The database-wide and `tasks`-table counters, for per-task deltas.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    pub(crate) commits: i64,
+    pub(crate) rollbacks: i64,
+    pub(crate) tup_updated: i64,
+    pub(crate) tup_hot_updated: i64,
+    pub(crate) idx_scan: i64,
+    pub(crate) blks_hit: i64,
+    pub(crate) autovacuums: i64,
+}
+
+impl Counters {
+    /// Reads the counters. Backends publish theirs when they go idle (at most once a second)
+    /// and when they exit: close the connections being measured before the second reading.
+    pub(crate) async fn read(client: &Client) -> BenchResult<Counters> {
+        let row = client
+            .query_one(
+                "SELECT d.xact_commit, d.xact_rollback, d.blks_hit,
+                        COALESCE(t.n_tup_upd, 0), COALESCE(t.n_tup_hot_upd, 0),
+                        COALESCE(t.idx_scan, 0), COALESCE(t.autovacuum_count, 0)
+                 FROM pg_stat_database d
+                 LEFT JOIN pg_stat_user_tables t ON t.relname = 'tasks'
+                 WHERE d.datname = current_database()",
+                &[],
+            )
+            .await?;
+        Ok(Counters {
+            commits: row.get(0),
+            rollbacks: row.get(1),
+            blks_hit: row.get(2),
+            tup_updated: row.get(3),
+            tup_hot_updated: row.get(4),
+            idx_scan: row.get(5),
+            autovacuums: row.get(6),
+        })
+    }
+
+    /// `self - before`, with `own_queries` (the measuring connection's transactions)
+    /// taken out of the commits, as per-task fields of a row.
+    pub(crate) fn annotate_delta(
+        self,
+        before: Counters,
+        own_queries: i64,
+        tasks: usize,
+        row: crate::report::Row,
+    ) -> crate::report::Row {
+        let per = |n: i64| n as f64 / tasks.max(1) as f64;
+        row.with(
+            "commits_per_task",
+            per(self.commits - before.commits - own_queries),
+        )
+        .with("rollbacks", self.rollbacks - before.rollbacks)
+        .with(
+            "row_updates_per_task",
+            per(self.tup_updated - before.tup_updated),
+        )
+        .with(
+            "hot_updates_per_task",
+            per(self.tup_hot_updated - before.tup_hot_updated),
+        )
+        .with("index_scans_per_task", per(self.idx_scan - before.idx_scan))
+        .with("buffer_hits_per_task", per(self.blks_hit - before.blks_hit))
+        .with("autovacuums", self.autovacuums - before.autovacuums)
+    }
+}

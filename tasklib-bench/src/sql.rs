@@ -1,0 +1,114 @@
+//! tasklib's own statements, read from `tasklib/src/worker/sql.rs` when this program is
+//! compiled, so `explain` shows the plans of exactly what the library sends today.
+//!
+//! They are crate-private in the library; reading the source keeps the benchmark honest
+//! without widening tasklib's public API. The statements have changed shape as tasklib was
+//! optimised (a bound or a written-in claim limit, an id array beside the completion batch);
+//! each shape known is handled, and an unknown one fails loudly rather than measure something
+//! else.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::db::BenchResult;
+
+const SOURCE: &str = include_str!("../../tasklib/src/worker/sql.rs");
+
+/// A short fingerprint of tasklib's statements as compiled in, printed with the setup so a
+/// figure can be matched to the SQL it measured.
+pub(crate) fn fingerprint() -> String {
+    let mut hasher = DefaultHasher::new();
+    SOURCE.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The text of `pub(crate) const <name>: &str = r#"…"#;` in tasklib's `sql.rs`.
+pub(crate) fn tasklib_statement(name: &str) -> BenchResult<String> {
+    let start = format!("const {name}: &str = r#\"");
+    let from = SOURCE
+        .find(&start)
+        .ok_or_else(|| format!("tasklib's sql.rs has no `{name}` statement any more"))?
+        + start.len();
+    let len = SOURCE[from..]
+        .find("\"#;")
+        .ok_or_else(|| format!("cannot find the end of `{name}` in tasklib's sql.rs"))?;
+    Ok(SOURCE[from..from + len].to_owned())
+}
+
+/// A statement ready for `PREPARE name(types) AS text` and `EXECUTE name(args)`.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub(crate) text: String,
+    pub(crate) types: &'static str,
+}
+
+/// tasklib's `CLAIM` for a claim of `limit`, and the arguments of an `EXECUTE` claiming
+/// no-op tasks of the default queue for worker `bench-explain`.
+pub(crate) fn claim(limit: usize) -> BenchResult<(Prepared, String)> {
+    let text = tasklib_statement("CLAIM")?;
+    if text.contains("{limit}") && text.contains("$5::timestamptz") && !text.contains("$6") {
+        // The limit written into the text; $1 queue, $2 names, $3 worker, $4 lock, $5 now.
+        Ok((
+            Prepared {
+                text: text.replace("{limit}", &limit.to_string()),
+                types: "text, text[], text, float8, timestamptz",
+            },
+            "'default', '{noop}', 'bench-explain', 600, NULL".to_owned(),
+        ))
+    } else if text.contains("LIMIT $3") && text.contains("$6::timestamptz") {
+        // The limit bound; $3 limit, $4 worker, $5 lock, $6 now.
+        Ok((
+            Prepared {
+                text,
+                types: "text, text[], bigint, text, float8, timestamptz",
+            },
+            format!("'default', '{{noop}}', {limit}, 'bench-explain', 600, NULL"),
+        ))
+    } else {
+        Err("tasklib's CLAIM has parameters this program does not know: update tasklib-bench/src/sql.rs".into())
+    }
+}
+
+/// tasklib's `COMPLETE_MANY`, and the arguments of an `EXECUTE` completing `batch` (a JSON
+/// array of `{id, attempt, result}`) whose ids are `ids`, for worker `bench-explain`.
+pub(crate) fn complete_many(batch: &str, ids: &[String]) -> BenchResult<(Prepared, String)> {
+    let text = tasklib_statement("COMPLETE_MANY")?;
+    let batch = batch.replace('\'', "''");
+    if text.contains("$4::uuid[]") && !text.contains("$5") {
+        let ids = format!("{{{}}}", ids.join(","));
+        Ok((
+            Prepared {
+                text,
+                types: "jsonb, text, timestamptz, uuid[]",
+            },
+            format!("'{batch}', 'bench-explain', NULL, '{ids}'"),
+        ))
+    } else if text.contains("$3::timestamptz") && !text.contains("$4") {
+        Ok((
+            Prepared {
+                text,
+                types: "jsonb, text, timestamptz",
+            },
+            format!("'{batch}', 'bench-explain', NULL"),
+        ))
+    } else {
+        Err("tasklib's COMPLETE_MANY has parameters this program does not know: update tasklib-bench/src/sql.rs".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_the_shape_of_the_statements_explain_uses() -> BenchResult<()> {
+        assert!(claim(10)?.1.contains("'default'"));
+        assert!(
+            complete_many("[]", &[])?
+                .0
+                .text
+                .contains("jsonb_to_recordset")
+        );
+        assert!(tasklib_statement("NO_SUCH").is_err());
+        Ok(())
+    }
+}
