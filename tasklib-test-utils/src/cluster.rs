@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::TestDbError;
+use crate::watchdog::{self, sh_quote};
 
 /// A running throwaway cluster.
 #[derive(Debug)]
@@ -34,13 +35,7 @@ impl Cluster {
             std::process::id(),
             crate::service::random_suffix()
         ));
-        std::fs::create_dir_all(&base).map_err(|e| io("creating the cluster directory", &e))?;
-        if as_root {
-            run(
-                "chown",
-                Command::new("chown").arg("postgres:postgres").arg(&base),
-            )?;
-        }
+        create_base_dir(&base, as_root)?;
         let data = base.join("data");
         let log = base.join("postgres.log");
         run(
@@ -104,16 +99,33 @@ impl Cluster {
 }
 
 /// The directory holding `initdb` and `pg_ctl`: PATH first, then the newest
-/// `/usr/lib/postgresql/<version>/bin`.
+/// `/usr/lib/postgresql/<version>/bin` (where Debian puts them, off PATH).
 pub(crate) fn find_bin_dir() -> Option<PathBuf> {
-    find_bin_dir_in(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
+    find_dir_with(
+        &["initdb", "pg_ctl"],
+        std::env::var_os("PATH"),
+        Path::new(VERSIONS_ROOT),
+    )
 }
 
-fn find_bin_dir_in(path: Option<std::ffi::OsString>, versions_root: &Path) -> Option<PathBuf> {
-    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+/// Where an installed PostgreSQL program (`psql`) is, looked for as [`find_bin_dir`] does.
+pub(crate) fn find_binary(name: &str) -> Option<PathBuf> {
+    find_dir_with(&[name], std::env::var_os("PATH"), Path::new(VERSIONS_ROOT))
+        .map(|dir| dir.join(name))
+}
+
+/// Debian's and Ubuntu's home of the versioned server binaries.
+const VERSIONS_ROOT: &str = "/usr/lib/postgresql";
+
+fn find_dir_with(
+    names: &[&str],
+    path: Option<std::ffi::OsString>,
+    versions_root: &Path,
+) -> Option<PathBuf> {
+    let has_all = |dir: &Path| names.iter().all(|name| dir.join(name).is_file());
     if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
-            if has_both(&dir) {
+            if has_all(&dir) {
                 return Some(dir);
             }
         }
@@ -125,7 +137,7 @@ fn find_bin_dir_in(path: Option<std::ffi::OsString>, versions_root: &Path) -> Op
             let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
             Some((version, entry.path().join("bin")))
         })
-        .filter(|(_, bin)| has_both(bin))
+        .filter(|(_, bin)| has_all(bin))
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
@@ -184,30 +196,58 @@ pub(crate) fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
 
 /// Stops the cluster and removes its directory once this process is gone.
 pub(crate) fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
+    let pg_ctl = sh_quote(&bin.join("pg_ctl").display().to_string());
     let stop = format!(
-        "{}'{}' -D '{}' -m immediate stop",
+        "{}{pg_ctl} -D {} -m immediate stop",
         if as_root {
             "runuser -u postgres -- "
         } else {
             ""
         },
-        bin.join("pg_ctl").display(),
-        data.display()
+        sh_quote(&data.display().to_string()),
     );
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{base}'",
-        pid = std::process::id(),
-        base = base.display()
+    let cleanup = format!(
+        "{stop} >/dev/null 2>&1; rm -rf {}",
+        sh_quote(&base.display().to_string())
     );
-    let spawned = Command::new("sh")
-        .args(["-c", &script])
+    watchdog::after_exit("a throwaway PostgreSQL cluster", &cleanup, &[]);
+}
+
+/// As root, checks that the `postgres` user exists to run the server as.
+fn check_postgres_user() -> Result<(), TestDbError> {
+    let found = Command::new("id")
+        .args(["-u", "postgres"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn();
-    if let Err(error) = spawned {
-        tracing::warn!(%error, dir = %base.display(), "could not start the cluster watchdog; stop the cluster by hand");
+        .status()
+        .is_ok_and(|status| status.success());
+    if found {
+        Ok(())
+    } else {
+        Err(TestDbError::Cluster {
+            step: "finding the `postgres` user",
+            detail: "PostgreSQL refuses to run as root, and there is no `postgres` user to run \
+                     it as: create one (`useradd --system postgres`; the Debian package does), \
+                     run the tests as a normal user, or set DATABASE_URL"
+                .to_owned(),
+        })
     }
+}
+
+/// Creates the cluster's directory; as root, gives it to `postgres`.
+pub(crate) fn create_base_dir(base: &Path, as_root: bool) -> Result<(), TestDbError> {
+    if as_root {
+        check_postgres_user()?;
+    }
+    std::fs::create_dir_all(base).map_err(|e| io("creating the cluster directory", &e))?;
+    if as_root {
+        run(
+            "chown",
+            Command::new("chown").arg("postgres:postgres").arg(base),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -233,13 +273,13 @@ mod tests {
         fake_bins(&root.join("lib/16/bin"))?;
         std::fs::create_dir_all(root.join("lib/17/bin"))?; // no binaries: skipped
         assert_eq!(
-            find_bin_dir_in(None, &root.join("lib")),
+            find_dir_with(&["initdb", "pg_ctl"], None, &root.join("lib")),
             Some(root.join("lib/16/bin"))
         );
         fake_bins(&root.join("onpath"))?;
         let path = std::env::join_paths([root.join("empty"), root.join("onpath")]).ok();
         assert_eq!(
-            find_bin_dir_in(path, &root.join("lib")),
+            find_dir_with(&["initdb", "pg_ctl"], path, &root.join("lib")),
             Some(root.join("onpath"))
         );
         std::fs::remove_dir_all(&root)
@@ -248,7 +288,7 @@ mod tests {
     #[test]
     fn nothing_installed_gives_an_error_that_says_what_to_install() {
         let root = scratch("none");
-        assert_eq!(find_bin_dir_in(None, &root), None);
+        assert_eq!(find_dir_with(&["initdb", "pg_ctl"], None, &root), None);
         let message = TestDbError::NoServer.to_string();
         assert!(message.contains("apt-get install postgresql"), "{message}");
         assert!(message.contains("DATABASE_URL"), "{message}");

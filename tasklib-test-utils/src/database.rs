@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::TestDbError;
-use crate::service::{Service, service};
+use crate::service::{Service, service_async};
 
 /// A database of its own for one test, dropped (with `DROP DATABASE … WITH (FORCE)`) when
 /// this value is dropped.
@@ -21,13 +21,15 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     /// A fresh database with tasklib's migrations applied. It is copied from a template
-    /// migrated once per process, so this costs one `CREATE DATABASE`.
+    /// migrated once per process, so this costs one `CREATE DATABASE` (tens of
+    /// milliseconds); the first call of a process also starts the private cluster and
+    /// migrates the template (a few seconds).
     ///
     /// # Errors
     /// [`TestDbError::NoServer`] when there is neither `DATABASE_URL` nor an installed
     /// PostgreSQL; the other variants when the server refuses.
     pub async fn new() -> Result<TestDatabase, TestDbError> {
-        let service = service()?;
+        let service = service_async().await?;
         let name = service
             .on_service(Arc::clone(&service).create_migrated())
             .await??;
@@ -40,7 +42,7 @@ impl TestDatabase {
     /// # Errors
     /// As [`new`](Self::new).
     pub async fn empty() -> Result<TestDatabase, TestDbError> {
-        let service = service()?;
+        let service = service_async().await?;
         let name = service
             .on_service(Arc::clone(&service).create_empty())
             .await??;

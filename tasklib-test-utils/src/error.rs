@@ -1,7 +1,12 @@
 //! Why a test database could not be made.
 
+use std::fmt;
+
 /// A test database could not be created. Every message says what to do about it.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` shows the message and its causes, not the variant's fields: a test that returns
+/// `Result` and fails with `?` prints `Debug`, and should say what to install or fix.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum TestDbError {
     /// Neither `DATABASE_URL` nor the PostgreSQL server binaries are available.
@@ -40,4 +45,27 @@ pub enum TestDbError {
     /// The background service that manages test databases is gone (a panic in it).
     #[error("the test database service stopped unexpectedly")]
     ServiceGone,
+}
+
+impl fmt::Debug for TestDbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            write!(f, "\n  caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_says_what_to_do() {
+        let shown = format!("{:?}", TestDbError::NoServer);
+        assert!(shown.contains("apt-get install postgresql"), "{shown}");
+    }
 }

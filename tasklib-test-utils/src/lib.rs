@@ -18,32 +18,50 @@
 //! ## Where the databases live
 //!
 //! - With `DATABASE_URL` set, each [`TestDatabase`] is a new database on that server, named
-//!   `tasklib_test_<random>`, dropped when the value drops. The user needs the `CREATEDB` right.
-//!   A per-process template, `tasklib_tpl_<random>` migrated once, makes each migrated
-//!   database one `CREATE DATABASE … TEMPLATE` away; it is not dropped (there is no hook at
-//!   process exit), so a long-lived shared server collects one small database per test run:
-//!   drop `tasklib_tpl_%` databases from time to time, or prefer the private cluster.
+//!   `tasklib_test_<process>_<random>`, dropped (`WITH (FORCE)`) when the value drops. The
+//!   user needs the `CREATEDB` right. A per-process template, `tasklib_tpl_<process>_<random>`,
+//!   migrated once, makes each migrated database one `CREATE DATABASE … TEMPLATE` away. Once
+//!   the process has exited — normally, by a panic, or killed — a watchdog drops the template
+//!   and any test database the process did not drop, using `psql` (on `PATH` or under
+//!   `/usr/lib/postgresql/*/bin`) with the URL's credentials passed in libpq's environment
+//!   variables. Without `psql` those stay: drop `tasklib_tpl_%` databases from time to time.
+//!   (A template shared between processes, keyed by the migration list, would save one
+//!   migration per process but needs cross-process locking and goes stale while a migration
+//!   is being written; one per process is simpler and always current.)
 //! - Without it, the first test of a process starts a private cluster from the installed
-//!   server binaries (`initdb`, `pg_ctl` on `PATH` or under `/usr/lib/postgresql/*/bin`), on
-//!   a Unix socket in a temporary directory, with `fsync=off`. A watchdog stops it and deletes
-//!   the directory once the process has exited. As root, the binaries run as the `postgres`
-//!   user (PostgreSQL refuses root).
+//!   server binaries (`initdb`, `pg_ctl` on `PATH` or under `/usr/lib/postgresql/*/bin`,
+//!   newest version first), listening only on a Unix socket in a temporary directory, with
+//!   `fsync=off`. Concurrent first uses start one cluster. A watchdog stops it
+//!   (`pg_ctl -m immediate stop`) and deletes the directory once the process has exited,
+//!   however it exited. As root, the binaries run as the `postgres` user (PostgreSQL refuses
+//!   root).
 //! - A test that must restart the server itself gets a [`TestCluster`] of its own.
+//!
+//! [`TestDatabase::url`] works with both SeaORM (`sea_orm::Database::connect`, sqlx) and
+//! `tokio_postgres::connect`. For the private cluster it names the socket directory,
+//! percent-encoded, as the host: `postgres://postgres@%2Ftmp%2Ftasklib-pg-…:5432/<db>`. (The
+//! `?host=/dir` form is avoided: beside a `localhost` host, tokio-postgres would try TCP on
+//! localhost first, and could reach another server there.)
+//!
+//! Each test may run on its own tokio runtime: the shared state (the cluster, the template)
+//! is managed on one background runtime of this crate, and every operation opens a fresh
+//! connection, so nothing shared is tied to a test's runtime.
 //!
 //! ## Queue helpers
 //!
 //! [`drain`] runs workers until nothing is runnable; [`enqueued`] and [`assert_enqueued`]
 //! look at what your code submitted, typed.
 //!
-//! Tests may run in parallel: every database is separate, and a shared background runtime
-//! does the administrative work, so tests on different tokio runtimes can share the server.
+//! Tests may run in parallel: every database is separate.
 
 mod cluster;
 mod database;
 mod error;
 mod private_cluster;
 mod queue;
+mod server;
 mod service;
+mod watchdog;
 
 pub use database::TestDatabase;
 pub use error::TestDbError;

@@ -2,11 +2,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::process::Command;
 
 use tokio_postgres::NoTls;
 
-use crate::cluster::{arm_watchdog, find_bin_dir, io, is_root, pg, run};
+use crate::cluster::{arm_watchdog, create_base_dir, find_bin_dir, is_root, pg, run};
 use crate::error::TestDbError;
 
 const PORT: u16 = 5432;
@@ -69,13 +68,7 @@ impl TestCluster {
             std::process::id(),
             crate::service::random_suffix()
         ));
-        std::fs::create_dir_all(&base).map_err(|e| io("creating the cluster directory", &e))?;
-        if as_root {
-            run(
-                "chown",
-                Command::new("chown").arg("postgres:postgres").arg(&base),
-            )?;
-        }
+        create_base_dir(&base, as_root)?;
         let data = base.join("data");
         let log = base.join("postgres.log");
         let options = format!(
