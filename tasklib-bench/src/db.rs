@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tasklib::{Config, SubmitOptions, Task, TaskLib};
+use tasklib::{Config, Task, TaskLib};
 use tasklib_test_utils::{TestCluster, TestDatabase};
 use tokio_postgres::{Client, NoTls};
 use validator::Validate;
@@ -48,14 +48,23 @@ impl BenchDb {
         let cluster = TestCluster::start().await?;
         let admin = connect_raw(&cluster.url("postgres")).await?;
         admin
-            .batch_execute(
-                "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';
-                 ALTER SYSTEM SET pg_stat_statements.track = 'all';
-                 ALTER SYSTEM SET pg_stat_statements.track_planning = 'on'",
-            )
+            .batch_execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
             .await?;
         drop(admin);
         cluster.restart().await?;
+        // Its settings exist only once the library is loaded; one statement at a time, since
+        // ALTER SYSTEM refuses to run inside a (multi-statement) transaction.
+        let admin = connect_raw(&cluster.url("postgres")).await?;
+        for setting in [
+            "pg_stat_statements.track = 'all'",
+            "pg_stat_statements.track_planning = 'on'",
+        ] {
+            admin
+                .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
+                .await?;
+        }
+        admin.batch_execute("SELECT pg_reload_conf()").await?;
+        drop(admin);
         let url = cluster.create_database().await?;
         TaskLib::connect(&url).await?; // migrates
         connect_raw(&url)
@@ -84,16 +93,26 @@ impl BenchDb {
         Ok(TaskLib::connect_with(Config::builder(&self.url).build()?).await?)
     }
 
-    /// Queues `tasks` no-op tasks with one bulk submit, through a `TaskLib` that is closed
-    /// afterwards (so its connections' statistics are published before anything is measured),
-    /// then `ANALYZE`s the table as autovacuum would soon.
+    /// Queues `tasks` no-op tasks, the rows `submit_many` would write (UUIDv7 ids in order,
+    /// `{"n": …}` arguments, default queue, priority and retries, due now), with one
+    /// `INSERT … SELECT` so the measuring process does not build them (its memory is then the
+    /// worker's alone); then `ANALYZE`s the table as autovacuum would soon.
     pub(crate) async fn queue_noops(&self, tasks: usize) -> BenchResult<()> {
-        let setup = self.tasklib().await?;
-        setup
-            .submit_many((0..tasks as u64).map(|n| Noop { n }), SubmitOptions::new())
+        let client = self.raw().await?;
+        client
+            .execute(
+                r#"
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, scheduled_at, tags)
+SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0')
+        || '7' || lpad(to_hex(g / 16777216), 3, '0') || '8'
+        || lpad(to_hex(g % 16777216), 6, '0') || substr(md5(g::text), 1, 9))::uuid,
+       'noop', 'default', jsonb_build_object('n', g), 0, 3, now(), '{}'
+FROM generate_series(0, $1::int - 1) AS g
+"#,
+                &[&(i32::try_from(tasks)?)],
+            )
             .await?;
-        setup.db().close_by_ref().await?;
-        self.raw().await?.batch_execute("ANALYZE tasks").await?;
+        client.batch_execute("ANALYZE tasks").await?;
         Ok(())
     }
 

@@ -102,15 +102,34 @@ pub(crate) async fn drain_on(
     Ok(after.annotate_delta(before, own_queries, s.tasks, row))
 }
 
-/// tasklib's claim (`CLAIM` in `tasklib/src/worker/sql.rs`, limit 10), returning what an
-/// executor needs (id, attempt, args) rather than the whole row.
-pub(crate) fn floor_claim() -> BenchResult<String> {
-    let claim = crate::sql::claim(10)?;
-    if !claim.contains("RETURNING t.*") {
-        return Err("tasklib's CLAIM no longer ends in `RETURNING t.*`: update the floor".into());
-    }
-    Ok(claim.replace("RETURNING t.*", "RETURNING t.id, t.attempt, t.args"))
-}
+/// tasklib's claim (`CLAIM` in `tasklib/src/worker/sql.rs`: the same predicate, order,
+/// lock clause and row changes) with the limit of 10 written in, returning what an executor
+/// needs (id, attempt, args) rather than the whole row. `$1` queue, `$2` names, `$3` worker,
+/// `$4` lock seconds, `$5` now (NULL).
+pub(crate) const FLOOR_CLAIM: &str = r#"
+WITH picked AS MATERIALIZED (
+    SELECT id
+    FROM tasks
+    WHERE queue = $1
+      AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
+      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($5::timestamptz, now())
+      AND name = ANY($2::text[])
+    ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
+    LIMIT 10
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks AS t
+SET state = 'running',
+    worker_id = $3,
+    started_at = COALESCE($5::timestamptz, now()),
+    locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
+    attempt = t.attempt + 1,
+    next_retry_at = NULL,
+    completed_at = NULL
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.id, t.attempt, t.args
+"#;
 
 /// tasklib's fenced success write (`COMPLETE`) for a batch, with the batch as two arrays: one
 /// statement, one commit per 10 tasks.
@@ -133,16 +152,14 @@ pub(crate) async fn floor(s: &Settings) -> BenchResult<Row> {
     let before = Counters::read(&client).await?;
     let t0 = db::server_clock(&client).await?;
     let cpu = CpuMeter::start(ServerCpu::locate(&client).await);
-    let claim_sql = floor_claim()?;
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let loops = (0..s.concurrency).map(|w| {
         let url = db.url().to_owned();
         let done = Arc::clone(&done);
-        let claim_sql = claim_sql.clone();
         tokio::spawn(async move {
             let loop_client = db::connect_raw(&url).await?;
-            let claim = loop_client.prepare(&claim_sql).await?;
+            let claim = loop_client.prepare(FLOOR_CLAIM).await?;
             let complete = loop_client.prepare(FLOOR_COMPLETE).await?;
             let worker = format!("floor-{w}");
             let names = vec![Noop::NAME.to_owned()];

@@ -6,7 +6,7 @@ use tasklib::SubmitOptions;
 
 use crate::Settings;
 use crate::db::{BenchDb, BenchResult, Noop};
-use crate::probe::{CpuMeter, ServerCpu};
+use crate::probe::{self, CpuMeter, ServerCpu};
 use crate::report::Row;
 
 /// Submitters of the concurrent single-submit run.
@@ -50,6 +50,9 @@ pub(crate) async fn enqueue(s: &Settings) -> BenchResult<Vec<Row>> {
         );
         rows.push(cpu.stop().annotate(row, total, seconds));
     }
+    // The memory a bulk submit takes: the peak while it runs, over the resident size before.
+    let rss_before = probe::rss_mb();
+    let rss_reset = probe::reset_peak_rss();
     let cpu = CpuMeter::start(server);
     let started = Instant::now();
     tasks
@@ -59,7 +62,13 @@ pub(crate) async fn enqueue(s: &Settings) -> BenchResult<Vec<Row>> {
         )
         .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let row = Row::throughput("enqueue_bulk", s.tasks, 1, seconds);
+    let row = Row::throughput("enqueue_bulk", s.tasks, 1, seconds).with(
+        "rss_growth_mb",
+        probe::peak_rss_mb()
+            .zip(rss_before)
+            .filter(|_| rss_reset)
+            .map(|(peak, before)| peak - before),
+    );
     rows.push(cpu.stop().annotate(row, s.tasks, seconds));
     Ok(rows)
 }

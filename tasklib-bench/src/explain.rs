@@ -140,7 +140,7 @@ async fn run_explain(
 /// Claims and completes `count` tasks the way `floor` does, on one connection.
 async fn work_off(db: &BenchDb, count: usize) -> BenchResult<()> {
     let client = db.raw().await?;
-    let claim = client.prepare(&crate::drain::floor_claim()?).await?;
+    let claim = client.prepare(crate::drain::FLOOR_CLAIM).await?;
     let complete = client.prepare(crate::drain::FLOOR_COMPLETE).await?;
     let names = vec!["noop".to_owned()];
     let now: Option<std::time::SystemTime> = None;

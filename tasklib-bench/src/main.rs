@@ -126,10 +126,21 @@ impl Settings {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // Quiet unless asked (`RUST_LOG=tasklib=debug`); logs go to stderr, figures to stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            let mut message = err.to_string();
+            let mut source = err.source();
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("error: {message}");
             ExitCode::from(1)
         }
     }
@@ -183,12 +194,13 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Explain => explain::explain(s).await?,
         Scenario::Statements => statements::statements(s).await?,
         Scenario::All => {
-            let mut rows = enqueue::enqueue(s).await?;
-            let drained = drain_and_floor(s, true).await?;
+            // The drain first, while this process has done nothing else: its peak memory is
+            // then the drain's, not left over from building the bulk submit.
+            let mut rows = drain_and_floor(s, true).await?;
             let latency = latency::latency(s).await?;
-            let baseline = drained.first().cloned().map(|d| (d, latency.clone()));
-            rows.extend(drained);
+            let baseline = rows.first().cloned().map(|d| (d, latency.clone()));
             rows.push(latency);
+            rows.extend(enqueue::enqueue(s).await?);
             rows.extend(scale::scale(s, baseline).await?);
             rows
         }
@@ -236,7 +248,8 @@ async fn setup() -> BenchResult<Row> {
             "cpus",
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )
-        .with("cpu_model", cpu_model());
+        .with("cpu_model", cpu_model())
+        .with("tasklib_sql", sql::fingerprint());
     for name in settings {
         let value: String = client
             .query_one("SELECT current_setting($1)", &[&name])

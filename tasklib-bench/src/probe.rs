@@ -19,6 +19,11 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
     status_kb("VmHWM:").map(|kb| kb / 1024.0)
 }
 
+/// Resident memory of this process now (`VmRSS`), in MB.
+pub(crate) fn rss_mb() -> Option<f64> {
+    status_kb("VmRSS:").map(|kb| kb / 1024.0)
+}
+
 /// Resets the peak to the current resident size (`echo 5 > /proc/self/clear_refs`), so the
 /// next [`peak_rss_mb`] covers only what follows. False when the kernel refused.
 pub(crate) fn reset_peak_rss() -> bool {

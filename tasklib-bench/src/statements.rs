@@ -34,14 +34,16 @@ pub(crate) async fn statements(s: &Settings) -> BenchResult<Vec<Row>> {
         .await?;
     rows.push(report(&client, "statements_enqueue_bulk", s.tasks).await?);
 
+    // The pool drains both: the single submits and the bulk.
+    let queued = s.single_tasks + s.tasks;
     reset(&client).await?;
     let pool = TaskWorker::new(&tasks).concurrency(s.concurrency).spawn()?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while (pool.stats().tasks_claimed as usize) < s.tasks && Instant::now() < deadline {
+    while (pool.stats().tasks_claimed as usize) < queued && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     db::wait_drained(&client, Duration::from_secs(60)).await?;
-    rows.push(report(&client, "statements_drain", s.tasks).await?);
+    rows.push(report(&client, "statements_drain", queued).await?);
 
     // The same pool, now idle: tasks one at a time, as in `latency`.
     let idle_tasks = s.latency_tasks.min(100);
@@ -105,8 +107,8 @@ async fn report(client: &Client, phase: &str, tasks: usize) -> BenchResult<Row> 
         .map(|r| r.get::<_, f64>(4) + r.get::<_, f64>(5))
         .sum();
     let mut table = vec![format!(
-        "  {:>9} {:>8} {:>9} {:>9} {:>6} {:>9}  statement",
-        "calls/task", "rows/call", "exec ms", "plan ms", "share", "bufs/call"
+        "  {:>9} {:>8} {:>9} {:>10} {:>9} {:>6} {:>9}  statement",
+        "calls/task", "rows/call", "exec ms", "plans/call", "plan ms", "share", "bufs/call"
     )];
     let (mut statements, mut exec, mut plan) = (0.0, 0.0, 0.0);
     for r in &found {
@@ -120,10 +122,11 @@ async fn report(client: &Client, phase: &str, tasks: usize) -> BenchResult<Row> 
         }
         let calls_f = calls.max(1) as f64;
         table.push(format!(
-            "  {:>10.3} {:>8.1} {:>9.4} {:>9.4} {:>5.1}% {:>9.1}  {}{}",
+            "  {:>10.3} {:>8.1} {:>9.4} {:>10.2} {:>9.4} {:>5.1}% {:>9.1}  {}{}",
             per_task(calls as f64),
             rows as f64 / calls_f,
             exec_ms / calls_f,
+            plans as f64 / calls_f,
             if plans > 0 {
                 plan_ms / plans as f64
             } else {
