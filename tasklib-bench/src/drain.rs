@@ -18,8 +18,9 @@ pub(crate) async fn drain(s: &Settings) -> BenchResult<Row> {
     drain_on(&db, s, "drain", 0).await
 }
 
-/// `tasks` no-op tasks queued first, then one pool with `concurrency` slots works them: the
-/// time from the pool's start until the last is completed (as the database recorded it).
+/// `tasks` no-op tasks queued first, then one pool with `concurrency` slots works them (or
+/// `pools` pools, each with its own connection pool and `concurrency` slots): the time from
+/// the pools' start until the last task is completed (as the database recorded it).
 /// `preloaded` is the number of completed rows already in the table.
 pub(crate) async fn drain_on(
     db: &BenchDb,
@@ -28,8 +29,13 @@ pub(crate) async fn drain_on(
     preloaded: usize,
 ) -> BenchResult<Row> {
     db.queue_noops(s.tasks).await?;
-    let tasks = db.tasklib().await?;
-    tasks.register(|_: Noop, _: TaskContext| async { Ok::<_, TaskError>(()) })?;
+    // One `TaskLib` (connection pool) per worker pool, as separate worker processes would have.
+    let mut libs = Vec::new();
+    for _ in 0..s.pools.max(1) {
+        let tasks = db.tasklib().await?;
+        tasks.register(|_: Noop, _: TaskContext| async { Ok::<_, TaskError>(()) })?;
+        libs.push(tasks);
+    }
 
     // Measuring connection: opened after the setup's statistics are published; every query
     // it runs is counted, to take it out of the commit counts.
@@ -45,12 +51,24 @@ pub(crate) async fn drain_on(
     let rss_reset = probe::reset_peak_rss();
 
     let started = Instant::now();
-    let pool = TaskWorker::new(&tasks).concurrency(s.concurrency).spawn()?;
+    let pools = libs
+        .iter()
+        .map(|tasks| TaskWorker::new(tasks).concurrency(s.concurrency).spawn())
+        .collect::<Result<Vec<_>, _>>()?;
+    let claimed = |pools: &[tasklib::WorkerPool]| -> (usize, u64) {
+        pools.iter().fold((0, 0), |(tasks, claims), p| {
+            let stats = p.stats();
+            (
+                tasks + stats.tasks_claimed as usize,
+                claims + stats.claim_queries,
+            )
+        })
+    };
     // Progress from the pool's own counter (no queries while it works); the database is
     // asked only once everything has been claimed.
     let mut half_at = None;
     loop {
-        let claimed = pool.stats().tasks_claimed as usize;
+        let (claimed, _) = claimed(&pools);
         if half_at.is_none() && claimed * 2 >= s.tasks {
             half_at = Some(started.elapsed());
         }
@@ -66,12 +84,15 @@ pub(crate) async fn drain_on(
     let observed = started.elapsed().as_secs_f64();
     let used = cpu.stop();
     let drain_rss = probe::peak_rss_mb();
-    let stats = pool.stats();
+    let (tasks_claimed, claim_queries) = claimed(&pools);
     own_queries += 1;
     let seconds = db::last_completion(&client, t0).await?;
-    pool.shutdown().await?;
-    tasks.db().close_by_ref().await?;
-    drop(tasks);
+    for pool in pools {
+        pool.shutdown().await?;
+    }
+    for tasks in libs {
+        tasks.db().close_by_ref().await?;
+    }
     drop(client);
 
     let reader = db.raw().await?;
@@ -81,17 +102,18 @@ pub(crate) async fn drain_on(
 
     let half: f64 = half_at.map_or(0.0, |d| d.as_secs_f64());
     let halves = s.tasks as f64 / 2.0;
-    let row = Row::throughput(name, s.tasks, s.concurrency, seconds)
+    let row = Row::throughput(name, s.tasks, s.concurrency * s.pools.max(1), seconds)
         .with("observed_seconds", observed)
         .with("first_half_tasks_per_sec", halves / half.max(f64::EPSILON))
         .with(
             "second_half_tasks_per_sec",
             halves / (seconds - half).max(f64::EPSILON),
         )
-        .with("claims", stats.claim_queries)
+        .with("pools", s.pools.max(1))
+        .with("claims", claim_queries)
         .with(
             "tasks_per_claim",
-            stats.tasks_claimed as f64 / stats.claim_queries.max(1) as f64,
+            tasks_claimed as f64 / claim_queries.max(1) as f64,
         )
         .with(
             "process_peak_rss_mb",

@@ -53,6 +53,10 @@ struct Args {
     /// Slots of the worker pool, and loops of `floor`.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// Worker pools in `drain`, each with its own `TaskLib` and `--concurrency` slots (a
+    /// diagnostic: the figure is one pool).
+    #[arg(long, default_value_t = 1)]
+    pools: usize,
     /// Tasks submitted one at a time in `latency`.
     #[arg(long, default_value_t = 500)]
     latency_tasks: usize,
@@ -92,6 +96,7 @@ pub(crate) struct Settings {
     pub(crate) tasks: usize,
     pub(crate) single_tasks: usize,
     pub(crate) concurrency: usize,
+    pub(crate) pools: usize,
     pub(crate) latency_tasks: usize,
     pub(crate) latency_gap: Duration,
     pub(crate) latency_warmup: usize,
@@ -105,6 +110,7 @@ impl Settings {
                 tasks: 200,
                 single_tasks: 100,
                 concurrency: args.concurrency,
+                pools: args.pools,
                 latency_tasks: 20,
                 latency_gap: Duration::from_millis(5),
                 latency_warmup: 3,
@@ -115,6 +121,7 @@ impl Settings {
             tasks: args.tasks,
             single_tasks: args.single_tasks,
             concurrency: args.concurrency,
+            pools: args.pools,
             latency_tasks: args.latency_tasks,
             latency_gap: Duration::from_millis(args.latency_gap_ms),
             latency_warmup: args.latency_warmup,
