@@ -21,6 +21,15 @@ impl Task for Noop {
     type Output = ();
 }
 
+/// SQL run on every fresh database after its migrations (`--setup-sql`), to measure a schema
+/// or setting change without touching tasklib: another index, `plan_cache_mode`, …
+static SETUP_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the SQL of `--setup-sql` (once, before any database is made).
+pub(crate) fn set_setup_sql(sql: String) {
+    let _ = SETUP_SQL.set(sql);
+}
+
 /// A fresh, migrated database of one measurement, dropped with this value.
 #[derive(Debug)]
 pub(crate) struct BenchDb {
@@ -35,11 +44,15 @@ impl BenchDb {
     /// (one per process).
     pub(crate) async fn new() -> BenchResult<BenchDb> {
         let database = TestDatabase::new().await?;
-        Ok(BenchDb {
+        let db = BenchDb {
             url: database.url().to_owned(),
             _database: Some(database),
             _cluster: None,
-        })
+        };
+        if let Some(sql) = SETUP_SQL.get() {
+            db.raw().await?.batch_execute(sql).await?;
+        }
+        Ok(db)
     }
 
     /// On a private cluster of its own with `pg_stat_statements` loaded (`TestCluster`, then

@@ -50,6 +50,7 @@ pub(crate) async fn drain_on(
     let setup_rss = probe::peak_rss_mb();
     let rss_reset = probe::reset_peak_rss();
 
+    let watch = probe::CompilerWatch::start();
     let started = Instant::now();
     let pools = libs
         .iter()
@@ -109,6 +110,7 @@ pub(crate) async fn drain_on(
             "second_half_tasks_per_sec",
             halves / (seconds - half).max(f64::EPSILON),
         )
+        .with("foreign_compilers", watch.most())
         .with("pools", s.pools.max(1))
         .with("claims", claim_queries)
         .with(
@@ -175,6 +177,7 @@ pub(crate) async fn floor(s: &Settings) -> BenchResult<Row> {
     let t0 = db::server_clock(&client).await?;
     let cpu = CpuMeter::start(ServerCpu::locate(&client).await);
     let done = Arc::new(AtomicUsize::new(0));
+    let watch = probe::CompilerWatch::start();
     let started = Instant::now();
     let loops = (0..s.concurrency).map(|w| {
         let url = db.url().to_owned();
@@ -216,7 +219,8 @@ pub(crate) async fn floor(s: &Settings) -> BenchResult<Row> {
     db::check_all_completed(&reader, s.tasks).await?;
     let row = Row::throughput("floor", s.tasks, s.concurrency, seconds)
         .with("observed_seconds", observed)
-        .with("completed", done.load(Ordering::Relaxed));
+        .with("completed", done.load(Ordering::Relaxed))
+        .with("foreign_compilers", watch.most());
     let row = used.annotate(row, s.tasks, seconds);
     // The measuring connection ran three queries: two readings and the end time.
     Ok(after.annotate_delta(before, 3, s.tasks, row))

@@ -24,6 +24,7 @@ pub(crate) async fn enqueue(s: &Settings) -> BenchResult<Vec<Row>> {
         let per = (s.single_tasks / submitters).max(1);
         let total = per * submitters;
         let cpu = CpuMeter::start(server.clone());
+        let watch = probe::CompilerWatch::start();
         let started = Instant::now();
         let runs = (0..submitters).map(|w| {
             let tasks = tasks.clone();
@@ -47,13 +48,15 @@ pub(crate) async fn enqueue(s: &Settings) -> BenchResult<Vec<Row>> {
             total,
             submitters,
             seconds,
-        );
+        )
+        .with("foreign_compilers", watch.most());
         rows.push(cpu.stop().annotate(row, total, seconds));
     }
     // The memory a bulk submit takes: the peak while it runs, over the resident size before.
     let rss_before = probe::rss_mb();
     let rss_reset = probe::reset_peak_rss();
     let cpu = CpuMeter::start(server);
+    let watch = probe::CompilerWatch::start();
     let started = Instant::now();
     tasks
         .submit_many(
@@ -62,13 +65,15 @@ pub(crate) async fn enqueue(s: &Settings) -> BenchResult<Vec<Row>> {
         )
         .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let row = Row::throughput("enqueue_bulk", s.tasks, 1, seconds).with(
-        "rss_growth_mb",
-        probe::peak_rss_mb()
-            .zip(rss_before)
-            .filter(|_| rss_reset)
-            .map(|(peak, before)| peak - before),
-    );
+    let row = Row::throughput("enqueue_bulk", s.tasks, 1, seconds)
+        .with("foreign_compilers", watch.most())
+        .with(
+            "rss_growth_mb",
+            probe::peak_rss_mb()
+                .zip(rss_before)
+                .filter(|_| rss_reset)
+                .map(|(peak, before)| peak - before),
+        );
     rows.push(cpu.stop().annotate(row, s.tasks, seconds));
     Ok(rows)
 }

@@ -47,6 +47,7 @@ pub(crate) async fn latency_on(db: &BenchDb, s: &Settings, name: &str) -> BenchR
 
     let warmup = s.latency_warmup as u64;
     let total = warmup + s.latency_tasks as u64;
+    let watch = crate::probe::CompilerWatch::start();
     let mut submits = Vec::with_capacity(s.latency_tasks);
     let mut started = Instant::now();
     for n in 0..total {
@@ -96,6 +97,7 @@ pub(crate) async fn latency_on(db: &BenchDb, s: &Settings, name: &str) -> BenchR
         Percentiles::of(&submit_ms),
     );
     Ok(Row::latency(name, s.concurrency, seconds, &delays)
+        .with("foreign_compilers", watch.most())
         .with("warmup_tasks", warmup)
         .with("submit_p50_ms", sub.p50)
         .with("notify_p50_ms", n.p50)

@@ -72,6 +72,12 @@ struct Args {
     /// With `drain`: also run `floor` and report `floor_ratio`.
     #[arg(long)]
     with_floor: bool,
+    /// SQL run on each fresh database after migrating, before anything is measured: to try a
+    /// schema or setting change, e.g. `DROP INDEX tasks_name_idx`, or `DO $$ BEGIN EXECUTE
+    /// format('ALTER DATABASE %I SET plan_cache_mode = force_generic_plan',
+    /// current_database()); END $$`.
+    #[arg(long)]
+    setup_sql: Option<String>,
     /// A run of seconds, to prove the program works (CI): 200 tasks, 100 single submits, 20
     /// latency tasks 5 ms apart, 5,000 preloaded rows. Overrides the sizes above.
     #[arg(long)]
@@ -155,9 +161,12 @@ async fn main() -> ExitCode {
 
 async fn run(args: &Args) -> BenchResult<()> {
     let s = Settings::from_args(args);
+    if let Some(sql) = &args.setup_sql {
+        db::set_setup_sql(sql.clone());
+    }
     let out = Printer::new(args.json);
     out.heading("setup");
-    out.row(&setup().await?, &Value::Null);
+    out.row(&setup(args.setup_sql.as_deref()).await?, &Value::Null);
     let mut runs = Vec::new();
     for run in 1..=args.runs.max(1) {
         out.heading(&format!(
@@ -229,7 +238,7 @@ async fn drain_and_floor(s: &Settings, with_floor: bool) -> BenchResult<Vec<Row>
 }
 
 /// Where the figures come from: the machine, the server and its settings.
-async fn setup() -> BenchResult<Row> {
+async fn setup(setup_sql: Option<&str>) -> BenchResult<Row> {
     let db = BenchDb::new().await?;
     let client = db.raw().await?;
     let settings = [
@@ -243,6 +252,7 @@ async fn setup() -> BenchResult<Row> {
         "jit",
     ];
     let mut row = Row::new("setup")
+        .with("setup_sql", setup_sql)
         .with(
             "database",
             if std::env::var_os("DATABASE_URL").is_some() {

@@ -224,3 +224,62 @@ impl Counters {
         .with("autovacuums", self.autovacuums - before.autovacuums)
     }
 }
+
+/// Other people's compilers on this machine: the processes named `rustc`, `cargo`, `cc`,
+/// `cc1`, `ld` or `ld.lld` running at this moment. A shared development machine builds while
+/// we measure; each measurement records the most it saw, so a disturbed figure is known.
+pub(crate) fn compilers_running() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .filter(|comm| {
+            matches!(
+                comm.trim(),
+                "rustc" | "cargo" | "cc" | "cc1" | "ld" | "ld.lld" | "clippy-driver"
+            )
+        })
+        .count()
+}
+
+/// Samples [`compilers_running`] every 250 ms until dropped; [`CompilerWatch::most`] is the
+/// largest count seen.
+#[derive(Debug)]
+pub(crate) struct CompilerWatch {
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CompilerWatch {
+    pub(crate) fn start() -> CompilerWatch {
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(compilers_running()));
+        let seen = std::sync::Arc::clone(&most);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                seen.fetch_max(compilers_running(), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        CompilerWatch { most, task }
+    }
+
+    /// The most compilers seen so far (including now).
+    pub(crate) fn most(&self) -> usize {
+        self.most
+            .fetch_max(compilers_running(), std::sync::atomic::Ordering::Relaxed)
+            .max(compilers_running())
+    }
+}
+
+impl Drop for CompilerWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

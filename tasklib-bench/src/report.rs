@@ -220,7 +220,10 @@ pub(crate) fn medians(runs: &[Vec<Row>]) -> Vec<Row> {
                 let mut values: Vec<f64> = rows.iter().filter_map(|r| r.get(key)).collect();
                 values.sort_by(f64::total_cmp);
                 let n = values.len();
-                let median = if n % 2 == 1 {
+                // Disturbances are reported at their worst, not their median.
+                let median = if key.starts_with("foreign_") {
+                    values.last().copied().unwrap_or(0.0)
+                } else if n % 2 == 1 {
                     values[n / 2]
                 } else {
                     (values[n / 2 - 1] + values[n / 2]) / 2.0
