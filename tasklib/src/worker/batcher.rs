@@ -1,9 +1,12 @@
 //! Batches successful outcomes: executors hand their result to one task per pool, which
 //! writes every result waiting at that moment in one statement (`COMPLETE_MANY`).
 //!
-//! No timer: when the pool is idle a result is written at once, alone; under load, results
+//! When the pool is idle a result is written at once, alone. When other tasks were still in
+//! flight as a result arrived, the batcher lingers up to [`LINGER`] for theirs, and results
 //! that arrive while a write is in flight form the next batch. Each batch is one statement and
-//! one commit instead of one per task.
+//! one commit instead of one per task. Slots are free again before the write (see the
+//! executor), so the linger delays when a success is recorded, never when the next task
+//! starts.
 
 use std::collections::HashSet;
 
@@ -18,12 +21,17 @@ use super::store::{self, AttemptRef};
 /// Most results per statement.
 const MAX_BATCH: usize = 200;
 
+/// Longest wait for the results of tasks still in flight before writing a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// One result waiting to be written. The reply says whether the fence let it through, or
 /// `None` when the batch failed: the executor then writes it itself, retrying as needed.
 #[derive(Debug)]
 pub(crate) struct Done {
     pub(crate) attempt: AttemptRef,
     pub(crate) result: Value,
+    /// Other tasks of the pool in flight when this one finished: results that may follow.
+    pub(crate) others_in_flight: usize,
     pub(crate) reply: oneshot::Sender<Option<bool>>,
 }
 
@@ -40,8 +48,23 @@ pub(crate) fn spawn(db: DatabaseConnection, worker_id: String) -> Batcher {
 async fn run(db: DatabaseConnection, worker_id: String, mut rx: mpsc::UnboundedReceiver<Done>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH && batch.len() <= expected(&batch) {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         write(&db, &worker_id, std::mem::take(&mut batch)).await;
     }
+}
+
+/// Tasks other than the newest result's that were in flight when it finished. Every result
+/// in the batch is still in flight (until written), so more can come while the batch holds
+/// no more than this many.
+fn expected(batch: &[Done]) -> usize {
+    batch.last().map_or(0, |d| d.others_in_flight)
 }
 
 async fn write(db: &DatabaseConnection, worker_id: &str, batch: Vec<Done>) {

@@ -140,6 +140,7 @@ async fn batched(pool: &PoolShared, attempt: &AttemptRef, result: Value) -> Opti
     let done = super::batcher::Done {
         attempt: attempt.clone(),
         result,
+        others_in_flight: pool.in_flight().len().saturating_sub(1),
         reply,
     };
     pool.batcher.send(done).ok()?;

@@ -1,5 +1,12 @@
 //! The executor: runs one attempt under its timeout, turns panics into failures, and hands
 //! the outcome to the completer.
+//!
+//! The slot is given back as soon as the handler returns, before its outcome is written:
+//! writes are batched and take a round trip, and a slot held through them would sit idle.
+//! The row stays `running` (and heartbeated, and in the pool's in-flight map) until the write
+//! lands, so shutdown still waits for it. Outcomes waiting to be written are bounded by the
+//! pool's `unwritten` semaphore (twice as many as there are slots): when writes fall behind,
+//! finished handlers keep their slot until they can queue, and claiming slows down.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,7 +24,7 @@ use crate::entity::task;
 use crate::task::{TaskContext, TaskError};
 
 /// Starts the attempt on its own tokio task. The slot (`permit`) is given back when the
-/// outcome is written.
+/// handler returns and its outcome is queued for writing.
 pub(crate) fn spawn(
     pool: Arc<PoolShared>,
     queue: Arc<QueueState>,
@@ -39,10 +46,8 @@ pub(crate) fn spawn(
     let handle = tokio::spawn({
         let pool = Arc::clone(&pool);
         async move {
-            execute(&pool, row, cancel_rx).await;
-            pool.in_flight().remove(&id);
-            drop(permit);
-            queue.slot_freed.notify_one();
+            execute(&pool, &queue, row, cancel_rx, permit).await;
+            pool.finished(&id);
         }
         .instrument(span)
     });
@@ -55,7 +60,13 @@ pub(crate) fn spawn(
     );
 }
 
-async fn execute(pool: &PoolShared, row: task::Model, cancelled: watch::Receiver<bool>) {
+async fn execute(
+    pool: &PoolShared,
+    queue: &QueueState,
+    row: task::Model,
+    cancelled: watch::Receiver<bool>,
+    slot: OwnedSemaphorePermit,
+) {
     let attempt = AttemptRef {
         id: row.id,
         worker_id: pool.worker_id.clone(),
@@ -112,6 +123,10 @@ async fn execute(pool: &PoolShared, row: task::Model, cancelled: watch::Receiver
     };
     let duration = started.elapsed();
     let cancel_requested = *cancelled.borrow();
+    // Queue for writing, then free the slot (module docs).
+    let unwritten = Arc::clone(&pool.unwritten).acquire_owned().await;
+    drop(slot);
+    queue.slot_freed.notify_one();
     let written = completer::record(
         pool,
         &attempt,
@@ -121,6 +136,7 @@ async fn execute(pool: &PoolShared, row: task::Model, cancelled: watch::Receiver
         cancel_requested,
     )
     .await;
+    drop(unwritten);
     pool.emit(WorkerEvent::TaskFinished {
         id: row.id,
         name: row.name,

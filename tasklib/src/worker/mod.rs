@@ -148,6 +148,7 @@ impl TaskWorker {
                 .map(|(q, n)| (vec![q.clone()], *n))
                 .collect()
         };
+        let total_slots: usize = groups.iter().map(|(_, slots)| slots).sum();
         let mut queues = HashMap::new();
         for (names, slots) in groups {
             if slots == 0 || slots > MAX_SLOTS {
@@ -186,9 +187,10 @@ impl TaskWorker {
             stats: Default::default(),
             retention: self.retention.clone(),
             batcher: batcher::spawn(self.tasks.db().clone(), config.worker_id().to_owned()),
+            unwritten: Arc::new(Semaphore::new(total_slots.saturating_mul(2))),
+            left: Notify::new(),
             tasks: self.tasks.clone(),
         });
-        let total_slots = shared.slot_groups().iter().map(|(_, n)| n).sum();
         tracing::info!(
             worker_id = %shared.worker_id,
             queues = ?shared.queues.keys().collect::<Vec<_>>(),
@@ -359,14 +361,9 @@ impl WorkerPool {
         }
     }
 
-    /// Resolves once every slot is free.
+    /// Resolves once no task runs and every outcome is written.
     async fn wait_idle(&self) {
-        for (slots, capacity) in self.shared.slot_groups() {
-            // Holding every permit of a group means no task of it runs.
-            let _ = slots
-                .acquire_many(u32::try_from(capacity).unwrap_or(u32::MAX))
-                .await;
-        }
+        self.shared.no_task_in_flight().await;
     }
 }
 

@@ -51,6 +51,10 @@ pub(crate) struct PoolShared {
     pub(crate) retention: crate::retention::RetentionPolicy,
     /// Where executors hand successful outcomes, to be written in batches.
     pub(crate) batcher: super::batcher::Batcher,
+    /// Outcomes of finished handlers not yet written (one permit each, twice as many as slots).
+    pub(crate) unwritten: Arc<Semaphore>,
+    /// Signalled whenever a task leaves `in_flight`.
+    pub(crate) left: Notify,
 }
 
 /// Counters behind [`PoolStats`](super::PoolStats).
@@ -88,22 +92,31 @@ impl PoolShared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The attempt of `id` is over and its outcome written (or given up on).
+    pub(crate) fn finished(&self, id: &Uuid) {
+        self.in_flight().remove(id);
+        self.left.notify_waiters();
+    }
+
+    /// Resolves once no task is in flight: every handler returned and every outcome written.
+    pub(crate) async fn no_task_in_flight(&self) {
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            // Registered before looking, so a removal in between is not missed.
+            left.as_mut().enable();
+            if self.in_flight().is_empty() {
+                return;
+            }
+            left.await;
+        }
+    }
+
     /// Wakes every producer: after a listener (re)connect, notifications may have been missed.
     pub(crate) fn wake_all(&self) {
         for queue in self.queues.values() {
             queue.wake.notify_one();
         }
-    }
-
-    /// Each slot group once: (semaphore, capacity).
-    pub(crate) fn slot_groups(&self) -> Vec<(Arc<Semaphore>, usize)> {
-        let mut groups: Vec<(Arc<Semaphore>, usize)> = Vec::new();
-        for queue in self.queues.values() {
-            if !groups.iter().any(|(s, _)| Arc::ptr_eq(s, &queue.slots)) {
-                groups.push((Arc::clone(&queue.slots), queue.capacity));
-            }
-        }
-        groups
     }
 
     /// The poll interval spread by ±10 %, so idle pools started together do not poll in step.

@@ -54,6 +54,9 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
                         break;
                     }
                     start(&pool, &queue, rows, permits);
+                    // Let the tasks just started run before counting free slots again: short
+                    // ones are over by then, and the next claim takes their slots too.
+                    tokio::task::yield_now().await;
                 }
                 Err(error) => {
                     drop(permits);
