@@ -27,6 +27,7 @@ use sea_orm_migration::prelude::*;
 pub use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 mod m20261123_000001_create_tasks;
+mod m20261130_000001_lean_indexes;
 
 /// Name of the table that records which tasklib migrations have been applied.
 pub const MIGRATION_TABLE: &str = "tasklib_migrations";
@@ -41,7 +42,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_tasks::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_tasks::Migration),
+            Box::new(m20261130_000001_lean_indexes::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

@@ -115,7 +115,14 @@ pub(crate) async fn list<C: ConnectionTrait>(
                 reason: format!("a tag filter must be a JSON object, got {tags}"),
             });
         }
-        query = query.filter(Expr::cust_with_values("tags @> $1::jsonb", [tags.clone()]));
+        // `tags <> '{}'` is the tag index's predicate, written out so the planner can use it;
+        // an empty filter matches every row, so it gets no condition at all.
+        if tags.as_object().is_some_and(|t| !t.is_empty()) {
+            query = query.filter(Expr::cust_with_values(
+                "tags @> $1::jsonb AND tags <> '{}'::jsonb",
+                [tags.clone()],
+            ));
+        }
     }
     if let Some(before) = filter.before {
         query = query.filter(task::Column::Id.lt(before));

@@ -23,7 +23,7 @@ async fn ten_instances_starting_at_once_all_succeed_with_one_schema() -> TestRes
         .query_one("SELECT count(*) FROM tasklib_migrations", &[])
         .await?
         .get(0);
-    assert_eq!(applied, 1, "each migration recorded exactly once");
+    assert_eq!(applied, 2, "each migration recorded exactly once");
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'",
@@ -76,7 +76,13 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
     assert!(!exists, "run_migrations(false) must not create the table");
 
     let pending = tasklib::pending_migrations(tasks.db()).await?;
-    assert_eq!(pending, vec!["m20261123_000001_create_tasks".to_owned()]);
+    assert_eq!(
+        pending,
+        vec![
+            "m20261123_000001_create_tasks".to_owned(),
+            "m20261130_000001_lean_indexes".to_owned(),
+        ]
+    );
     tasklib::migrate(tasks.db()).await?;
     assert!(tasklib::pending_migrations(tasks.db()).await?.is_empty());
     // Applying again is a no-op.
@@ -108,6 +114,87 @@ async fn history_table_does_not_collide_with_the_apps_own() -> TestResult {
     assert_eq!(
         app_rows, 1,
         "tasklib must not write to the app's history table"
+    );
+    Ok(())
+}
+
+/// The partial listing indexes of the second migration, read back from the catalog.
+async fn index_definitions(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT indexdef FROM pg_indexes
+             WHERE tablename = 'tasks'
+               AND indexname IN ('tasks_name_idx', 'tasks_state_queue_idx', 'tasks_tags_idx')
+             ORDER BY indexname",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+#[tokio::test]
+async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_back() -> TestResult {
+    use tasklib::migration::{Migrator, MigratorTrait};
+    use tasklib::{TaskFilter, TaskState};
+
+    let db = TestDatabase::empty().await?;
+    let config = Config::builder(db.url()).run_migrations(false).build()?;
+    let tasks = TaskLib::connect_with(config).await?;
+    Migrator::up(tasks.db(), Some(1)).await?;
+    let client = raw(&db).await?;
+    client
+        .batch_execute(
+            "INSERT INTO tasks (name, queue, args, tags) VALUES
+                 ('report', 'default', '{}', '{\"batch\": \"weekly\"}'),
+                 ('report', 'default', '{}', '{}');
+             UPDATE tasks SET state = 'completed', completed_at = now()
+             WHERE tags = '{}'::jsonb",
+        )
+        .await?;
+    assert!(
+        index_definitions(&client)
+            .await?
+            .iter()
+            .all(|d| !d.contains(" WHERE ")),
+        "the first migration's listing indexes cover every row"
+    );
+
+    tasklib::migrate(tasks.db()).await?;
+    let definitions = index_definitions(&client).await?;
+    assert_eq!(definitions.len(), 3, "{definitions:?}");
+    assert!(
+        definitions.iter().all(|d| d.contains(" WHERE ")),
+        "every listing index is partial after the upgrade: {definitions:?}"
+    );
+    // The rows are all there and still found by every filter.
+    let tagged = tasks
+        .list_tasks(&TaskFilter::new().tags(serde_json::json!({"batch": "weekly"})))
+        .await?;
+    assert_eq!(tagged.len(), 1);
+    let completed = tasks
+        .list_tasks(&TaskFilter::new().state(TaskState::Completed).name("report"))
+        .await?;
+    assert_eq!(completed.len(), 1);
+    assert_eq!(
+        tasks
+            .list_tasks(&TaskFilter::new().tags(serde_json::json!({})))
+            .await?
+            .len(),
+        2,
+        "an empty tag filter matches every task"
+    );
+
+    Migrator::down(tasks.db(), Some(1)).await?;
+    assert!(
+        index_definitions(&client)
+            .await?
+            .iter()
+            .all(|d| !d.contains(" WHERE ")),
+        "down restores the full indexes"
     );
     Ok(())
 }
