@@ -200,8 +200,9 @@ impl TaskLib {
         options: SubmitOptions,
     ) -> Result<Uuid> {
         let row = self.prepare_typed(&args, None, &options)?;
-        let ids = submit::insert(conn, std::slice::from_ref(&row)).await?;
-        Ok(ids.into_iter().next().unwrap_or(row.id()))
+        let id = row.id();
+        submit::insert(conn, vec![row]).await?;
+        Ok(id)
     }
 
     /// Validates every item, then submits them all in one statement: all or nothing. The
@@ -233,7 +234,7 @@ impl TaskLib {
             .enumerate()
             .map(|(index, args)| self.prepare_typed(&args, Some(index), &options))
             .collect::<Result<Vec<NewTask>>>()?;
-        submit::insert(conn, &rows).await
+        submit::insert(conn, rows).await
     }
 
     /// Submits a task by name with JSON arguments: for the CLI, other languages and generic
@@ -280,8 +281,9 @@ impl TaskLib {
             priority: info.priority,
         };
         let row = submit::prepare(&self.inner.config, name, args, defaults, &options)?;
-        let ids = submit::insert(conn, std::slice::from_ref(&row)).await?;
-        Ok(ids.into_iter().next().unwrap_or(row.id()))
+        let id = row.id();
+        submit::insert(conn, vec![row]).await?;
+        Ok(id)
     }
 
     fn prepare_typed<T: Task>(

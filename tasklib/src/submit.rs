@@ -115,7 +115,7 @@ pub(crate) struct TypeDefaults<'a> {
 }
 
 /// A checked row, ready to insert.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct NewTask {
     id: Uuid,
     name: String,
@@ -274,35 +274,119 @@ fn pointer_or_root(path: &str) -> String {
     }
 }
 
-/// Inserts all rows in one statement: one parameter, a JSON array of rows, unpacked by
-/// `jsonb_to_recordset`. One statement means a bulk submit is all-or-nothing and, through the
+/// Inserts all rows in one statement: each column is one typed array parameter, zipped back
+/// into rows by `unnest`. One statement means a bulk submit is all-or-nothing and, through the
 /// statement-level trigger, sends one `NOTIFY` per queue. Delays are added to the database's
 /// `now()`, so the worker's clock and the submitter's agree.
+///
+/// Typed arrays travel in PostgreSQL's binary format and need no parsing on either side, unlike
+/// one JSON document of rows (measured: `docs/performance.md`). Array elements cannot be NULL
+/// through the driver, so absent values are encoded: a timeout of 0 (never valid) is none, and
+/// `$9` says which rows have an explicit `scheduled_at`.
 const INSERT_TASKS: &str = r#"
 INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
-SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, r.timeout_seconds,
-       COALESCE(r.scheduled_at, now() + make_interval(secs => COALESCE(r.delay_seconds, 0))),
+SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
+       CASE WHEN r.has_scheduled_at THEN r.scheduled_at
+            ELSE now() + make_interval(secs => r.delay_seconds) END,
        r.tags
-FROM jsonb_to_recordset($1::jsonb) AS r(
-    id uuid, name text, queue text, args jsonb, priority integer, max_retries integer,
-    timeout_seconds double precision, scheduled_at timestamptz, delay_seconds double precision,
-    tags jsonb)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
+            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[])
+     AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+          has_scheduled_at, delay_seconds, tags)
 "#;
 
-/// Writes checked rows through any SeaORM connection: the pool, or the caller's transaction.
-pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, rows: &[NewTask]) -> Result<Vec<Uuid>> {
-    if rows.is_empty() {
-        return Ok(Vec::new());
+/// One row, as plain parameters: cheaper to plan than [`INSERT_TASKS`] for a single submit
+/// (measured: `docs/performance.md`). Same columns and defaults.
+const INSERT_TASK: &str = r#"
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10)
+"#;
+
+/// The rows of a batch as one array per column, in [`INSERT_TASKS`]'s parameter order. Takes
+/// the rows by value so their arguments are moved, not copied, into the statement.
+fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
+    let n = rows.len();
+    let (mut id, mut name, mut queue, mut args) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut priority, mut max_retries, mut timeout) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut scheduled_at, mut has_scheduled_at, mut delay, mut tags) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for row in rows {
+        id.push(row.id);
+        name.push(row.name);
+        queue.push(row.queue);
+        args.push(row.args);
+        priority.push(row.priority);
+        max_retries.push(row.max_retries);
+        timeout.push(row.timeout_seconds.unwrap_or(0.0));
+        scheduled_at.push(row.scheduled_at.unwrap_or(DateTime::UNIX_EPOCH));
+        has_scheduled_at.push(row.scheduled_at.is_some());
+        delay.push(row.delay_seconds.unwrap_or(0.0));
+        tags.push(row.tags);
     }
-    let payload = serde_json::to_value(rows).map_err(|source| Error::Serialize {
-        task: rows.first().map(|r| r.name.clone()).unwrap_or_default(),
-        source,
-    })?;
-    let statement =
-        Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, [payload.into()]);
+    vec![
+        id.into(),
+        name.into(),
+        queue.into(),
+        args.into(),
+        priority.into(),
+        max_retries.into(),
+        timeout.into(),
+        scheduled_at.into(),
+        has_scheduled_at.into(),
+        delay.into(),
+        tags.into(),
+    ]
+}
+
+/// Writes checked rows through any SeaORM connection: the pool, or the caller's transaction.
+/// Returns their ids, in order.
+pub(crate) async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    mut rows: Vec<NewTask>,
+) -> Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = rows.iter().map(NewTask::id).collect();
+    let statement = match rows.len() {
+        0 => return Ok(ids),
+        1 => {
+            let Some(row) = rows.pop() else {
+                return Ok(ids);
+            };
+            Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                INSERT_TASK,
+                [
+                    row.id.into(),
+                    row.name.into(),
+                    row.queue.into(),
+                    row.args.into(),
+                    row.priority.into(),
+                    row.max_retries.into(),
+                    row.timeout_seconds.into(),
+                    row.scheduled_at.into(),
+                    row.delay_seconds.unwrap_or(0.0).into(),
+                    row.tags.into(),
+                ],
+            )
+        }
+        _ => Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, columns(rows)),
+    };
     let result = conn.execute_raw(statement).await?;
-    debug_assert_eq!(result.rows_affected(), rows.len() as u64);
-    Ok(rows.iter().map(NewTask::id).collect())
+    debug_assert_eq!(result.rows_affected(), ids.len() as u64);
+    Ok(ids)
 }
 
 #[cfg(test)]
