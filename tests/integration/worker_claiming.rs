@@ -164,3 +164,54 @@ async fn heartbeats_keep_a_long_tasks_lock() -> TestResult {
     pool.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_slot_frees_when_its_handler_returns_and_shutdown_waits_for_the_pending_write()
+-> TestResult {
+    let env = setup().await?;
+    let gate = Arc::new(Semaphore::new(0));
+    env.tasks.register(Gated(gate.clone()))?;
+    let pool = env.tasks.spawn_workers(1)?;
+    let mut events = pool.subscribe();
+    let first = env.tasks.submit(job("first")).await?;
+    crate::common::started(&mut events, first).await?;
+
+    // Hold the first row's lock from another session, so its outcome write has to wait.
+    let mut blocker = raw(&env.db).await?;
+    let lock = blocker.transaction().await?;
+    lock.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&first])
+        .await?;
+    gate.add_permits(2);
+
+    // One slot: the second task can only start if the first handler's slot is free while its
+    // write waits.
+    let second = env.tasks.submit(job("second")).await?;
+    crate::common::started(&mut events, second).await?;
+    let row = env
+        .tasks
+        .get_task(first)
+        .await?
+        .ok_or("first task missing")?;
+    assert_eq!(
+        row.state,
+        tasklib::TaskState::Running,
+        "the first outcome is not written yet"
+    );
+    assert_eq!(pool.stats().running, 2, "both tasks are still in flight");
+
+    // Shutdown must wait for the pending writes, not abandon them.
+    let mut shutdown = tokio::spawn(pool.shutdown());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut shutdown)
+            .await
+            .is_err(),
+        "shutdown returned while an outcome was still unwritten"
+    );
+    lock.rollback().await?;
+    shutdown.await??;
+    for id in [first, second] {
+        let row = env.tasks.get_task(id).await?.ok_or("task missing")?;
+        assert_eq!(row.state, tasklib::TaskState::Completed, "{id}");
+    }
+    Ok(())
+}

@@ -274,7 +274,8 @@ pub struct PoolStats {
     pub empty_claims: u64,
     /// Tasks claimed.
     pub tasks_claimed: u64,
-    /// Tasks running now.
+    /// Tasks in flight now: running, or finished with their outcome not yet written (their
+    /// rows are still `running`).
     pub running: usize,
 }
 
