@@ -30,6 +30,11 @@ pub(crate) fn set_setup_sql(sql: String) {
     let _ = SETUP_SQL.set(sql);
 }
 
+/// The SQL of `--setup-sql`, if any.
+pub(crate) fn setup_sql() -> Option<&'static str> {
+    SETUP_SQL.get().map(String::as_str)
+}
+
 /// A fresh, migrated database of one measurement, dropped with this value.
 #[derive(Debug)]
 pub(crate) struct BenchDb {
@@ -49,7 +54,7 @@ impl BenchDb {
             _database: Some(database),
             _cluster: None,
         };
-        if let Some(sql) = SETUP_SQL.get() {
+        if let Some(sql) = setup_sql() {
             db.raw().await?.batch_execute(sql).await?;
         }
         Ok(db)

@@ -166,7 +166,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     }
     let out = Printer::new(args.json);
     out.heading("setup");
-    out.row(&setup(args.setup_sql.as_deref()).await?, &Value::Null);
+    out.row(&setup().await?, &Value::Null);
     let mut runs = Vec::new();
     for run in 1..=args.runs.max(1) {
         out.heading(&format!(
@@ -238,7 +238,7 @@ async fn drain_and_floor(s: &Settings, with_floor: bool) -> BenchResult<Vec<Row>
 }
 
 /// Where the figures come from: the machine, the server and its settings.
-async fn setup(setup_sql: Option<&str>) -> BenchResult<Row> {
+async fn setup() -> BenchResult<Row> {
     let db = BenchDb::new().await?;
     let client = db.raw().await?;
     let settings = [
@@ -252,7 +252,7 @@ async fn setup(setup_sql: Option<&str>) -> BenchResult<Row> {
         "jit",
     ];
     let mut row = Row::new("setup")
-        .with("setup_sql", setup_sql)
+        .with("setup_sql", db::setup_sql())
         .with(
             "database",
             if std::env::var_os("DATABASE_URL").is_some() {

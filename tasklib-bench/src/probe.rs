@@ -225,8 +225,8 @@ impl Counters {
     }
 }
 
-/// Other people's compilers on this machine: the processes named `rustc`, `cargo`, `cc`,
-/// `cc1`, `ld` or `ld.lld` running at this moment. A shared development machine builds while
+/// Other people's compilers on this machine: the processes named `rustc`, `cargo`,
+/// `clippy-driver`, `cc`, `cc1`, `ld` or `ld.lld` running at this moment. A shared development machine builds while
 /// we measure; each measurement records the most it saw, so a disturbed figure is known.
 pub(crate) fn compilers_running() -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -272,9 +272,10 @@ impl CompilerWatch {
 
     /// The most compilers seen so far (including now).
     pub(crate) fn most(&self) -> usize {
+        let now = compilers_running();
         self.most
-            .fetch_max(compilers_running(), std::sync::atomic::Ordering::Relaxed)
-            .max(compilers_running())
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed)
+            .max(now)
     }
 }
 

@@ -200,9 +200,7 @@ impl TaskLib {
         options: SubmitOptions,
     ) -> Result<Uuid> {
         let row = self.prepare_typed(&args, None, &options)?;
-        let id = row.id();
-        submit::insert(conn, vec![row]).await?;
-        Ok(id)
+        submit::insert_one(conn, row).await
     }
 
     /// Validates every item, then submits them all in one statement: all or nothing. The
@@ -281,9 +279,7 @@ impl TaskLib {
             priority: info.priority,
         };
         let row = submit::prepare(&self.inner.config, name, args, defaults, &options)?;
-        let id = row.id();
-        submit::insert(conn, vec![row]).await?;
-        Ok(id)
+        submit::insert_one(conn, row).await
     }
 
     fn prepare_typed<T: Task>(

@@ -125,14 +125,9 @@ pub(crate) struct NewTask {
     max_retries: i32,
     timeout_seconds: Option<f64>,
     scheduled_at: Option<DateTime<Utc>>,
-    delay_seconds: Option<f64>,
+    /// Seconds after the database's `now()` when `scheduled_at` is unset (0: due now).
+    delay_seconds: f64,
     tags: Value,
-}
-
-impl NewTask {
-    pub(crate) fn id(&self) -> Uuid {
-        self.id
-    }
 }
 
 /// Checks a task's arguments and options and resolves its defaults. Nothing here touches the
@@ -210,7 +205,7 @@ pub(crate) fn prepare(
         max_retries,
         timeout_seconds: timeout.map(|t| t.as_secs_f64()),
         scheduled_at: options.scheduled_at,
-        delay_seconds: options.delay.map(|d| d.as_secs_f64()),
+        delay_seconds: options.delay.map_or(0.0, |d| d.as_secs_f64()),
         tags,
     })
 }
@@ -307,23 +302,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7,
 /// the rows by value so their arguments are moved, not copied, into the statement.
 fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
     let n = rows.len();
-    let (mut id, mut name, mut queue, mut args) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut priority, mut max_retries, mut timeout) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut scheduled_at, mut has_scheduled_at, mut delay, mut tags) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let mut id = Vec::with_capacity(n);
+    let mut name = Vec::with_capacity(n);
+    let mut queue = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut priority = Vec::with_capacity(n);
+    let mut max_retries = Vec::with_capacity(n);
+    let mut timeout = Vec::with_capacity(n);
+    let mut scheduled_at = Vec::with_capacity(n);
+    let mut has_scheduled_at = Vec::with_capacity(n);
+    let mut delay = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
     for row in rows {
         id.push(row.id);
         name.push(row.name);
@@ -334,7 +323,7 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
         timeout.push(row.timeout_seconds.unwrap_or(0.0));
         scheduled_at.push(row.scheduled_at.unwrap_or(DateTime::UNIX_EPOCH));
         has_scheduled_at.push(row.scheduled_at.is_some());
-        delay.push(row.delay_seconds.unwrap_or(0.0));
+        delay.push(row.delay_seconds);
         tags.push(row.tags);
     }
     vec![
@@ -352,38 +341,45 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
     ]
 }
 
-/// Writes checked rows through any SeaORM connection: the pool, or the caller's transaction.
-/// Returns their ids, in order.
+/// Writes one checked row through any SeaORM connection (the pool, or the caller's
+/// transaction) and returns its id.
+pub(crate) async fn insert_one<C: ConnectionTrait>(conn: &C, row: NewTask) -> Result<Uuid> {
+    let id = row.id;
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        INSERT_TASK,
+        [
+            row.id.into(),
+            row.name.into(),
+            row.queue.into(),
+            row.args.into(),
+            row.priority.into(),
+            row.max_retries.into(),
+            row.timeout_seconds.into(),
+            row.scheduled_at.into(),
+            row.delay_seconds.into(),
+            row.tags.into(),
+        ],
+    );
+    conn.execute_raw(statement).await?;
+    Ok(id)
+}
+
+/// Writes checked rows in one statement (one row goes through [`insert_one`]) and returns
+/// their ids, in order.
 pub(crate) async fn insert<C: ConnectionTrait>(
     conn: &C,
     mut rows: Vec<NewTask>,
 ) -> Result<Vec<Uuid>> {
-    let ids: Vec<Uuid> = rows.iter().map(NewTask::id).collect();
-    let statement = match rows.len() {
-        0 => return Ok(ids),
-        1 => {
-            let Some(row) = rows.pop() else {
-                return Ok(ids);
-            };
-            Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                INSERT_TASK,
-                [
-                    row.id.into(),
-                    row.name.into(),
-                    row.queue.into(),
-                    row.args.into(),
-                    row.priority.into(),
-                    row.max_retries.into(),
-                    row.timeout_seconds.into(),
-                    row.scheduled_at.into(),
-                    row.delay_seconds.unwrap_or(0.0).into(),
-                    row.tags.into(),
-                ],
-            )
-        }
-        _ => Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, columns(rows)),
-    };
+    if rows.len() <= 1 {
+        return match rows.pop() {
+            Some(row) => Ok(vec![insert_one(conn, row).await?]),
+            None => Ok(Vec::new()),
+        };
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, columns(rows));
     let result = conn.execute_raw(statement).await?;
     debug_assert_eq!(result.rows_affected(), ids.len() as u64);
     Ok(ids)

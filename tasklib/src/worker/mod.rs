@@ -333,7 +333,7 @@ impl WorkerPool {
         for producer in self.producers.drain(..) {
             let _ = producer.await;
         }
-        let drained = tokio::time::timeout(self.grace, self.wait_idle())
+        let drained = tokio::time::timeout(self.grace, self.shared.no_task_in_flight())
             .await
             .is_ok();
         let abandoned: Vec<_> = {
@@ -360,11 +360,6 @@ impl WorkerPool {
             );
             Err(Error::ShutdownTimeout(self.grace))
         }
-    }
-
-    /// Resolves once no task runs and every outcome is written.
-    async fn wait_idle(&self) {
-        self.shared.no_task_in_flight().await;
     }
 }
 
