@@ -313,3 +313,45 @@ async fn registry_lists_types_and_refuses_duplicates() -> TestResult {
     assert_eq!(names, vec![("job", true), ("send_email", false)]);
     Ok(())
 }
+
+#[tokio::test]
+async fn bulk_and_single_submits_store_the_same_options() -> TestResult {
+    // Bulk rows travel as typed arrays with absent values encoded (no timeout, no
+    // `scheduled_at`); single rows as plain parameters. Both must store the same row.
+    let env = setup().await?;
+    let at = chrono::Utc::now() + chrono::Duration::hours(3);
+    let cases = [
+        SubmitOptions::new(),
+        SubmitOptions::new()
+            .delay(Duration::from_secs(60))
+            .priority(-4)
+            .queue("mail")
+            .tag("batch", "weekly")
+            .max_retries(0)
+            .timeout(Duration::from_millis(1500)),
+        SubmitOptions::new().scheduled_at(at),
+    ];
+    for options in cases {
+        let single = env.tasks.submit_with(email(1), options.clone()).await?;
+        let bulk = env
+            .tasks
+            .submit_many([email(2), email(3)], options.clone())
+            .await?;
+        let single = env.tasks.get_task(single).await?.ok_or("single missing")?;
+        for id in bulk {
+            let row = env.tasks.get_task(id).await?.ok_or("bulk row missing")?;
+            assert_eq!(row.queue, single.queue, "{options:?}");
+            assert_eq!(row.priority, single.priority, "{options:?}");
+            assert_eq!(row.max_retries, single.max_retries, "{options:?}");
+            assert_eq!(row.timeout_seconds, single.timeout_seconds, "{options:?}");
+            assert_eq!(row.tags, single.tags, "{options:?}");
+            assert_eq!(row.state, single.state, "{options:?}");
+            // Delays count from the database's clock at each insert: a few ms apart.
+            let apart = (row.scheduled_at - single.scheduled_at)
+                .num_milliseconds()
+                .abs();
+            assert!(apart < 5_000, "{options:?}: scheduled {apart} ms apart");
+        }
+    }
+    Ok(())
+}

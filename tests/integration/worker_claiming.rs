@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::common::{
     Gated, Job, SendEmail, TestResult, email, finished, finished_all, job, raw, setup, setup_with,
-    wait_for,
+    started, wait_for,
 };
 
 #[tokio::test]
@@ -174,7 +174,7 @@ async fn a_slot_frees_when_its_handler_returns_and_shutdown_waits_for_the_pendin
     let pool = env.tasks.spawn_workers(1)?;
     let mut events = pool.subscribe();
     let first = env.tasks.submit(job("first")).await?;
-    crate::common::started(&mut events, first).await?;
+    started(&mut events, first).await?;
 
     // Hold the first row's lock from another session, so its outcome write has to wait.
     let mut blocker = raw(&env.db).await?;
@@ -186,7 +186,7 @@ async fn a_slot_frees_when_its_handler_returns_and_shutdown_waits_for_the_pendin
     // One slot: the second task can only start if the first handler's slot is free while its
     // write waits.
     let second = env.tasks.submit(job("second")).await?;
-    crate::common::started(&mut events, second).await?;
+    started(&mut events, second).await?;
     let row = env
         .tasks
         .get_task(first)
