@@ -65,18 +65,12 @@ async fn explain_state(client: &Client, state: &str) -> BenchResult<Vec<Row>> {
     // Claim 10 for real (inside this transaction), then explain completing them.
     client.batch_execute("RESET plan_cache_mode").await?;
     let claimed = client.query(&execute_claim, &[]).await?;
-    let mut ids = Vec::new();
-    let batch: Vec<serde_json::Value> = claimed
+    // A fresh table: every claimed row is on its first attempt.
+    let ids: Vec<String> = claimed
         .iter()
-        .map(|r| {
-            let id: Uuid = r.get("id");
-            let attempt: i32 = r.get("attempt");
-            ids.push(id.to_string());
-            serde_json::json!({ "id": id, "attempt": attempt, "result": { "value": null } })
-        })
+        .map(|r| r.get::<_, Uuid>("id").to_string())
         .collect();
-    let batch = serde_json::Value::Array(batch).to_string();
-    let (complete, complete_args) = crate::sql::complete_many(&batch, &ids)?;
+    let (complete, complete_args) = crate::sql::complete_many(&ids)?;
     client
         .batch_execute(&format!(
             "PREPARE bench_complete({}) AS {}",

@@ -68,19 +68,40 @@ pub(crate) fn claim(limit: usize) -> BenchResult<(Prepared, String)> {
     }
 }
 
-/// tasklib's `COMPLETE_MANY`, and the arguments of an `EXECUTE` completing `batch` (a JSON
-/// array of `{id, attempt, result}`) whose ids are `ids`, for worker `bench-explain`.
-pub(crate) fn complete_many(batch: &str, ids: &[String]) -> BenchResult<(Prepared, String)> {
+/// tasklib's `COMPLETE_MANY`, and the arguments of an `EXECUTE` completing attempt 1 of
+/// each of `ids` with a null result, for worker `bench-explain`.
+pub(crate) fn complete_many(ids: &[String]) -> BenchResult<(Prepared, String)> {
     let text = tasklib_statement("COMPLETE_MANY")?;
-    let batch = batch.replace('\'', "''");
-    if text.contains("$4::uuid[]") && !text.contains("$5") {
-        let ids = format!("{{{}}}", ids.join(","));
+    let id_array = format!("{{{}}}", ids.join(","));
+    // Older shapes take the batch as one JSON document.
+    let batch = serde_json::Value::Array(
+        ids.iter()
+            .map(|id| serde_json::json!({ "id": id, "attempt": 1, "result": { "value": null } }))
+            .collect(),
+    )
+    .to_string()
+    .replace('\'', "''");
+    if text.contains("unnest($1::uuid[], $2::int4[], $3::jsonb[])") && text.contains("$5") {
+        // Typed arrays: $1 ids, $2 attempts, $3 results, $4 worker, $5 now.
+        let attempts = format!("{{{}}}", vec!["1"; ids.len()].join(","));
+        let results = format!(
+            "{{{}}}",
+            vec![r#""{\"value\": null}""#; ids.len()].join(",")
+        );
+        Ok((
+            Prepared {
+                text,
+                types: "uuid[], int4[], jsonb[], text, timestamptz",
+            },
+            format!("'{id_array}', '{attempts}', '{results}', 'bench-explain', NULL"),
+        ))
+    } else if text.contains("$4::uuid[]") && !text.contains("$5") {
         Ok((
             Prepared {
                 text,
                 types: "jsonb, text, timestamptz, uuid[]",
             },
-            format!("'{batch}', 'bench-explain', NULL, '{ids}'"),
+            format!("'{batch}', 'bench-explain', NULL, '{id_array}'"),
         ))
     } else if text.contains("$3::timestamptz") && !text.contains("$4") {
         Ok((
@@ -102,12 +123,9 @@ mod tests {
     #[test]
     fn knows_the_shape_of_the_statements_explain_uses() -> BenchResult<()> {
         assert!(claim(10)?.1.contains("'default'"));
-        assert!(
-            complete_many("[]", &[])?
-                .0
-                .text
-                .contains("jsonb_to_recordset")
-        );
+        let (statement, args) = complete_many(&["00000000-0000-0000-0000-000000000001".into()])?;
+        assert!(statement.text.contains("UPDATE tasks"));
+        assert!(args.contains("00000000-0000-0000-0000-000000000001"));
         assert!(tasklib_statement("NO_SUCH").is_err());
         Ok(())
     }

@@ -215,3 +215,84 @@ async fn a_slot_frees_when_its_handler_returns_and_shutdown_waits_for_the_pendin
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn tasks_claimed_ahead_go_back_when_the_slots_stay_busy() -> TestResult {
+    let env = setup().await?;
+    let gate = Arc::new(Semaphore::new(0));
+    let held = gate.clone();
+    env.tasks.register(move |job: Job, _: TaskContext| {
+        let held = held.clone();
+        async move {
+            if job.label.starts_with("slow") {
+                held.acquire()
+                    .await
+                    .map(|permit| permit.forget())
+                    .map_err(|_| TaskError::permanent("gate closed"))?;
+            }
+            Ok::<_, TaskError>(job.label)
+        }
+    })?;
+    // Quick tasks run first (higher priority): the pool measures a high throughput and claims
+    // ahead of its two slots. Then the slow ones fill both slots, and the rows claimed ahead
+    // behind them wait.
+    env.tasks
+        .submit_many(
+            (0..600).map(|n| job(&format!("quick-{n}"))),
+            SubmitOptions::new().priority(1),
+        )
+        .await?;
+    let slow = env
+        .tasks
+        .submit_many(
+            (0..8).map(|n| job(&format!("slow-{n}"))),
+            SubmitOptions::new(),
+        )
+        .await?;
+    let pool = TaskWorker::new(&env.tasks)
+        .concurrency(2)
+        .poll_interval(Duration::from_secs(60))
+        .spawn()?;
+    let mut events = pool.subscribe();
+    let returned = wait_for(&mut events, |e| match e {
+        WorkerEvent::TasksReturned {
+            ids,
+            at_shutdown: false,
+        } => Some(ids.clone()),
+        _ => None,
+    })
+    .await?;
+    assert!(!returned.is_empty());
+    assert!(
+        returned.iter().all(|id| slow.contains(id)),
+        "only tasks stuck behind the slow ones go back"
+    );
+    let admin = raw(&env.db).await?;
+    let rows = admin
+        .query(
+            "SELECT state, attempt, worker_id FROM tasks WHERE id = ANY($1)",
+            &[&returned],
+        )
+        .await?;
+    assert_eq!(rows.len(), returned.len());
+    for row in &rows {
+        let (state, attempt, worker): (String, i32, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (state.as_str(), attempt, worker),
+            ("pending", 0, None),
+            "back in the queue as if never claimed"
+        );
+    }
+    assert_eq!(pool.stats().claimed_ahead, 0);
+    gate.add_permits(slow.len());
+    let outcomes = finished_all(&mut events, &slow).await?;
+    assert!(outcomes.iter().all(|o| *o == TaskOutcome::Completed));
+    let max_attempt: i32 = admin
+        .query_one("SELECT max(attempt) FROM tasks", &[])
+        .await?
+        .get(0);
+    assert_eq!(max_attempt, 1, "a task given back did not count an attempt");
+    pool.shutdown().await?;
+    Ok(())
+}

@@ -6,12 +6,14 @@
 //! that arrive while a write is in flight form the next batch. Each batch is one statement and
 //! one commit instead of one per task. Slots are free again before the write (see the
 //! executor), so the linger delays when a success is recorded, never when the next task
-//! starts.
+//! starts. It never lingers once the pool's budget of unwritten outcomes is spent: the results
+//! it would wait for cannot arrive before this write frees the budget.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use sea_orm::DatabaseConnection;
@@ -20,6 +22,10 @@ use super::store::{self, AttemptRef};
 
 /// Most results per statement.
 const MAX_BATCH: usize = 200;
+
+/// Batch statements in flight at once: while one is on its way, the next one fills. Two
+/// made smaller batches, more statements and a slower drain (`docs/performance.md`).
+const WRITES_IN_FLIGHT: usize = 1;
 
 /// Longest wait for the results of tasks still in flight before writing a batch.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
@@ -39,24 +45,55 @@ pub(crate) struct Done {
 pub(crate) type Batcher = mpsc::UnboundedSender<Done>;
 
 /// Starts the batching task for worker `worker_id`; it ends when every sender is dropped.
-pub(crate) fn spawn(db: DatabaseConnection, worker_id: String) -> Batcher {
+pub(crate) fn spawn(
+    db: DatabaseConnection,
+    worker_id: String,
+    unwritten: Arc<Semaphore>,
+) -> Batcher {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(db, worker_id, rx));
+    tokio::spawn(run(db, worker_id, unwritten, rx));
     tx
 }
 
-async fn run(db: DatabaseConnection, worker_id: String, mut rx: mpsc::UnboundedReceiver<Done>) {
+async fn run(
+    db: DatabaseConnection,
+    worker_id: String,
+    unwritten: Arc<Semaphore>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+) {
+    let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let worker_id: Arc<str> = worker_id.into();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Ok(write_slot) = Arc::clone(&writes).acquire_owned().await else {
+            return;
+        };
+        // Results that arrived while every write was in flight join this batch.
+        while batch.len() < MAX_BATCH
+            && let Ok(done) = rx.try_recv()
+        {
+            batch.push(done);
+        }
         let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH && batch.len() <= expected(&batch) {
+        // No linger once the pool's budget of unwritten outcomes is spent: the results still
+        // to come wait for this write to free it.
+        while batch.len() < MAX_BATCH
+            && batch.len() <= expected(&batch)
+            && unwritten.available_permits() > 0
+        {
             let room = MAX_BATCH - batch.len();
             match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
                 Ok(n) if n > 0 => {}
                 _ => break,
             }
         }
-        write(&db, &worker_id, std::mem::take(&mut batch)).await;
+        let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        let db = db.clone();
+        let worker_id = Arc::clone(&worker_id);
+        tokio::spawn(async move {
+            write(&db, &worker_id, batch).await;
+            drop(write_slot);
+        });
     }
 }
 
@@ -67,12 +104,12 @@ fn expected(batch: &[Done]) -> usize {
     batch.last().map_or(0, |d| d.others_in_flight)
 }
 
-async fn write(db: &DatabaseConnection, worker_id: &str, batch: Vec<Done>) {
+async fn write(db: &DatabaseConnection, worker_id: &str, mut batch: Vec<Done>) {
     let rows: Vec<(Uuid, i32, Value)> = batch
-        .iter()
-        .map(|d| (d.attempt.id, d.attempt.attempt, d.result.clone()))
+        .iter_mut()
+        .map(|d| (d.attempt.id, d.attempt.attempt, d.result.take()))
         .collect();
-    match store::complete_many(db, worker_id, &rows).await {
+    match store::complete_many(db, worker_id, rows).await {
         Ok(written) => {
             let written: HashSet<Uuid> = written.into_iter().collect();
             for done in batch {

@@ -140,7 +140,11 @@ async fn batched(pool: &PoolShared, attempt: &AttemptRef, result: Value) -> Opti
     let done = super::batcher::Done {
         attempt: attempt.clone(),
         result,
-        others_in_flight: pool.in_flight().len().saturating_sub(1),
+        others_in_flight: pool.in_flight().len().saturating_sub(
+            1 + pool
+                .claimed_ahead
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
         reply,
     };
     pool.batcher.send(done).ok()?;

@@ -58,6 +58,15 @@ pub enum WorkerEvent {
         /// Whether it will run again.
         retrying: bool,
     },
+    /// Tasks this pool had claimed but not started went back to the queue, their attempt
+    /// not counted: tasks claimed ahead of a free slot that waited too long (the running
+    /// ones turned out slow), or every such task at shutdown.
+    TasksReturned {
+        /// The tasks handed back.
+        ids: Vec<Uuid>,
+        /// True when the pool was shutting down.
+        at_shutdown: bool,
+    },
     /// Retention deleted old finished tasks.
     TasksPruned {
         /// How many.

@@ -5,11 +5,12 @@
 //! writes are batched and take a round trip, and a slot held through them would sit idle.
 //! The row stays `running` (and heartbeated, and in the pool's in-flight map) until the write
 //! lands, so shutdown still waits for it. Outcomes waiting to be written are bounded by the
-//! pool's `unwritten` semaphore (twice as many as there are slots): when writes fall behind,
+//! pool's `unwritten` semaphore (four times as many as there are slots): when writes fall behind,
 //! finished handlers keep their slot until they can queue, and claiming slows down.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -18,20 +19,26 @@ use tracing::Instrument;
 
 use super::completer;
 use super::events::WorkerEvent;
-use super::pool::{InFlight, PoolShared, QueueState};
-use super::store::AttemptRef;
-use crate::entity::task;
+use super::pool::{PoolShared, QueueState};
+use super::store::{AttemptRef, ClaimedRow};
 use crate::task::{TaskContext, TaskError};
+
+/// A claimed task that the pool holds (see [`PoolShared::hold`]), ready to start.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) row: ClaimedRow,
+    pub(crate) cancelled: watch::Receiver<bool>,
+}
 
 /// Starts the attempt on its own tokio task. The slot (`permit`) is given back when the
 /// handler returns and its outcome is queued for writing.
 pub(crate) fn spawn(
     pool: Arc<PoolShared>,
     queue: Arc<QueueState>,
-    row: task::Model,
+    task: Claimed,
     permit: OwnedSemaphorePermit,
 ) {
-    let (cancel_tx, cancel_rx) = watch::channel(row.cancel_requested_at.is_some());
+    let Claimed { row, cancelled } = task;
     let id = row.id;
     let span = tracing::info_span!(
         "tasklib.task",
@@ -40,30 +47,26 @@ pub(crate) fn spawn(
         task.attempt = row.attempt,
         task.queue = %row.queue,
     );
-    // Hold the map's lock across the spawn so the attempt cannot remove its entry before it
-    // is inserted.
+    // Hold the map's lock across the spawn so the attempt cannot leave the map before its
+    // abort handle is recorded.
     let mut in_flight = pool.in_flight();
     let handle = tokio::spawn({
         let pool = Arc::clone(&pool);
         async move {
-            execute(&pool, &queue, row, cancel_rx, permit).await;
+            execute(&pool, &queue, row, cancelled, permit).await;
             pool.finished(&id);
         }
         .instrument(span)
     });
-    in_flight.insert(
-        id,
-        InFlight {
-            cancel: cancel_tx,
-            abort: Some(handle.abort_handle()),
-        },
-    );
+    if let Some(task) = in_flight.get_mut(&id) {
+        task.abort = Some(handle.abort_handle());
+    }
 }
 
 async fn execute(
     pool: &PoolShared,
     queue: &QueueState,
-    row: task::Model,
+    row: ClaimedRow,
     cancelled: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
 ) {
@@ -89,44 +92,27 @@ async fn execute(
         .timeout_seconds
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .or(pool.tasks.config().default_task_timeout());
-    pool.emit(WorkerEvent::TaskStarted {
-        id: row.id,
-        name: row.name.clone(),
-        attempt: ctx.attempt,
-    });
-    tracing::debug!("task started");
     let started = Instant::now();
-    let outcome = match pool.tasks.registry().get(&row.name) {
-        Some(registered) => {
-            let run = AssertUnwindSafe(registered.handler.call(row.args, ctx)).catch_unwind();
-            let finished = match timeout {
-                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-                None => Ok(run.await),
-            };
-            match finished {
-                Ok(Ok(result)) => result,
-                Ok(Err(panic)) => Err(TaskError::retry(format!(
-                    "handler panicked: {}",
-                    panic_message(&*panic)
-                ))),
-                Err(limit) => Err(TaskError::retry(format!(
-                    "timed out after {}",
-                    human(limit)
-                ))),
-            }
-        }
-        // Only registered names are claimed; a pool whose registry lost the name is a bug.
-        None => Err(TaskError::permanent(format!(
-            "no handler registered for `{}` in this worker",
-            row.name
-        ))),
+    // Claimed (perhaps ahead, in a producer's buffer) but asked to cancel before it started:
+    // it never runs.
+    let outcome = if *cancelled.borrow() {
+        tracing::debug!("task cancelled before it started");
+        Err(TaskError::cancel("requested before the task started"))
+    } else {
+        pool.emit(WorkerEvent::TaskStarted {
+            id: row.id,
+            name: row.name.clone(),
+            attempt: ctx.attempt,
+        });
+        tracing::debug!("task started");
+        run(pool, &row.name, row.args, ctx, timeout).await
     };
     let duration = started.elapsed();
     let cancel_requested = *cancelled.borrow();
     // Queue for writing, then free the slot (module docs).
     let unwritten = Arc::clone(&pool.unwritten).acquire_owned().await;
-    drop(slot);
-    queue.slot_freed.notify_one();
+    queue.finished.fetch_add(1, Ordering::Relaxed);
+    queue.group.give_back(slot);
     let written = completer::record(
         pool,
         &attempt,
@@ -143,6 +129,38 @@ async fn execute(
         outcome: written,
         duration,
     });
+}
+
+/// Calls the handler under its time limit; a panic or a timeout becomes a retryable error.
+async fn run(
+    pool: &PoolShared,
+    name: &str,
+    args: serde_json::Value,
+    ctx: TaskContext,
+    timeout: Option<Duration>,
+) -> Result<serde_json::Value, TaskError> {
+    let Some(registered) = pool.tasks.registry().get(name) else {
+        // Only registered names are claimed; a pool whose registry lost the name is a bug.
+        return Err(TaskError::permanent(format!(
+            "no handler registered for `{name}` in this worker"
+        )));
+    };
+    let run = AssertUnwindSafe(registered.handler.call(args, ctx)).catch_unwind();
+    let finished = match timeout {
+        Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+        None => Ok(run.await),
+    };
+    match finished {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(TaskError::retry(format!(
+            "handler panicked: {}",
+            panic_message(&*panic)
+        ))),
+        Err(limit) => Err(TaskError::retry(format!(
+            "timed out after {}",
+            human(limit)
+        ))),
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

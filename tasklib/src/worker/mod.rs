@@ -11,6 +11,7 @@ mod events;
 mod executor;
 mod listener;
 mod maintenance;
+mod pace;
 mod pool;
 mod producer;
 mod sql;
@@ -31,7 +32,7 @@ use crate::client::TaskLib;
 use crate::retention::RetentionPolicy;
 use crate::retry::BackoffPolicy;
 use crate::{Error, Result};
-use pool::{PoolShared, QueueState};
+use pool::{PoolShared, QueueState, SlotGroup};
 
 /// Slots of a pool when none are set.
 pub const DEFAULT_CONCURRENCY: usize = 10;
@@ -157,21 +158,28 @@ impl TaskWorker {
                     reason: format!("must be between 1 and {}, got {slots}", MAX_SLOTS),
                 });
             }
-            let semaphore = Arc::new(Semaphore::new(slots));
-            let freed = Arc::new(Notify::new());
-            for name in names {
+            let freed: Vec<Arc<Notify>> = names.iter().map(|_| Arc::new(Notify::new())).collect();
+            let group = Arc::new(SlotGroup {
+                slots: Arc::new(Semaphore::new(slots)),
+                capacity: slots,
+                freed: freed.clone(),
+            });
+            for (name, slot_freed) in names.into_iter().zip(freed) {
                 queues.insert(
                     name.clone(),
                     Arc::new(QueueState {
                         name,
                         wake: Notify::new(),
-                        slots: Arc::clone(&semaphore),
-                        capacity: slots,
-                        slot_freed: Arc::clone(&freed),
+                        group: Arc::clone(&group),
+                        slot_freed,
+                        finished: Default::default(),
                     }),
                 );
             }
         }
+        // Outcomes waiting to be written: a bound on memory, and room for large batches
+        // (twice the slots starved the writer: docs/performance.md).
+        let unwritten = Arc::new(Semaphore::new(total_slots.saturating_mul(4)));
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(PoolShared {
@@ -186,9 +194,14 @@ impl TaskWorker {
             shutdown,
             stats: Default::default(),
             retention: self.retention.clone(),
-            batcher: batcher::spawn(self.tasks.db().clone(), config.worker_id().to_owned()),
-            unwritten: Arc::new(Semaphore::new(total_slots.saturating_mul(2))),
+            batcher: batcher::spawn(
+                self.tasks.db().clone(),
+                config.worker_id().to_owned(),
+                Arc::clone(&unwritten),
+            ),
+            unwritten,
             left: Notify::new(),
+            claimed_ahead: Default::default(),
             tasks: self.tasks.clone(),
         });
         tracing::info!(
@@ -277,6 +290,10 @@ pub struct PoolStats {
     /// Tasks in flight now: running, or finished with their outcome not yet written (their
     /// rows are still `running`).
     pub running: usize,
+    /// Tasks claimed ahead of a free slot, waiting in the pool to start (their rows are
+    /// `running` too). Only pools of short tasks claim ahead (`docs/concepts.md` explains
+    /// when and how many).
+    pub claimed_ahead: usize,
 }
 
 /// A running worker pool. [`shutdown`](Self::shutdown) stops it gracefully; dropping the
@@ -306,11 +323,13 @@ impl WorkerPool {
     pub fn stats(&self) -> PoolStats {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.shared.stats;
+        let claimed_ahead = self.shared.claimed_ahead.load(Relaxed);
         PoolStats {
             claim_queries: c.claim_queries.load(Relaxed),
             empty_claims: c.empty_claims.load(Relaxed),
             tasks_claimed: c.tasks_claimed.load(Relaxed),
-            running: self.shared.in_flight().len(),
+            claimed_ahead,
+            running: self.shared.in_flight().len().saturating_sub(claimed_ahead),
         }
     }
 

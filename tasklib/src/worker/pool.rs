@@ -1,11 +1,11 @@
 //! State shared by the parts of one worker pool.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
@@ -19,18 +19,42 @@ pub(crate) struct QueueState {
     pub(crate) name: String,
     /// Wakes this queue's producer (a notification arrived, or the listener reconnected).
     pub(crate) wake: Notify,
-    /// Execution slots, shared with the other queues of the same group.
-    pub(crate) slots: Arc<Semaphore>,
-    /// Size of that group.
-    pub(crate) capacity: usize,
-    /// Signalled whenever one of those slots frees.
+    /// The execution slots this queue shares with the other queues of its group.
+    pub(crate) group: Arc<SlotGroup>,
+    /// Signalled whenever a slot of the group frees (each queue of the group has its own, so
+    /// every producer hears of it).
     pub(crate) slot_freed: Arc<Notify>,
+    /// Handlers of this queue that returned since the pool started: the producer's measure
+    /// of throughput.
+    pub(crate) finished: AtomicU64,
 }
 
-/// A task being executed by this pool.
+/// Slots shared by some queues of a pool.
+#[derive(Debug)]
+pub(crate) struct SlotGroup {
+    pub(crate) slots: Arc<Semaphore>,
+    /// How many slots there are.
+    pub(crate) capacity: usize,
+    /// The `slot_freed` of each queue of the group.
+    pub(crate) freed: Vec<Arc<Notify>>,
+}
+
+impl SlotGroup {
+    /// Gives a slot back and tells each producer of the group.
+    pub(crate) fn give_back(&self, slot: OwnedSemaphorePermit) {
+        drop(slot);
+        for freed in &self.freed {
+            freed.notify_one();
+        }
+    }
+}
+
+/// A task this pool holds: claimed and waiting for a slot, running, or finished with its
+/// outcome not yet written.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub(crate) cancel: watch::Sender<bool>,
+    /// Its executor, once started.
     pub(crate) abort: Option<AbortHandle>,
 }
 
@@ -51,10 +75,13 @@ pub(crate) struct PoolShared {
     pub(crate) retention: crate::retention::RetentionPolicy,
     /// Where executors hand successful outcomes, to be written in batches.
     pub(crate) batcher: super::batcher::Batcher,
-    /// Outcomes of finished handlers not yet written (one permit each, twice as many as slots).
+    /// Outcomes of finished handlers not yet written (one permit each, four times as many as
+    /// slots).
     pub(crate) unwritten: Arc<Semaphore>,
     /// Signalled whenever a task leaves `in_flight`.
     pub(crate) left: Notify,
+    /// Tasks of `in_flight` claimed ahead, waiting in a producer's buffer for a slot.
+    pub(crate) claimed_ahead: AtomicUsize,
 }
 
 /// Counters behind [`PoolStats`](super::PoolStats).
@@ -90,6 +117,20 @@ impl PoolShared {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a claimed task as in flight (heartbeated, cancellable, awaited at shutdown)
+    /// before it starts; the receiver tells its handler of cancellation.
+    pub(crate) fn hold(&self, id: Uuid, cancel_requested: bool) -> watch::Receiver<bool> {
+        let (cancel, cancelled) = watch::channel(cancel_requested);
+        self.in_flight().insert(
+            id,
+            InFlight {
+                cancel,
+                abort: None,
+            },
+        );
+        cancelled
     }
 
     /// The attempt of `id` is over and its outcome written (or given up on).

@@ -1,140 +1,351 @@
-//! The producer: one per queue, claims as many tasks as there are free slots and hands each
-//! to an executor.
+//! The producer: one per queue. It claims tasks for the queue's free slots (and, when tasks
+//! are short, a few more: see [`pace`](super::pace)) and starts an executor for each as slots
+//! free.
 //!
 //! It claims when it has reason to think there is work: at start, when woken by a
-//! notification for its queue, on its (jittered) poll tick, and — after a claim that filled
-//! every free slot — once half the slots are free again. A burst of notifications while a claim is in
-//! flight collapses into one stored wake-up, so it costs one more query, not one per
-//! notification; an idle producer sleeps until a notification or its tick.
+//! notification for its queue, on its (jittered) poll tick, and when enough slots are free,
+//! or about to be, to be worth a claim. One claim is in flight at a time; a burst of
+//! notifications meanwhile collapses into one stored wake-up, so it costs one more query, not
+//! one per notification. An idle producer sleeps until a notification or its tick.
+//!
+//! Rows claimed ahead wait in the producer's buffer. For the pool they are in flight
+//! (heartbeated, cancellable, awaited at shutdown); in the table they are `running`, claimed
+//! by this worker. They start in claim order as slots free. Rows that wait longer than
+//! [`STALE_AFTER`] (the tasks turned out slower than measured) go back to the queue for other
+//! workers, as does the whole buffer at shutdown.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
+use tokio::time::Instant;
 
-use super::executor;
+use super::events::WorkerEvent;
+use super::executor::{self, Claimed};
+use super::pace::Pace;
 use super::pool::{PoolShared, QueueState};
-use super::store;
-use crate::entity::task;
+use super::store::{self, ClaimedRow};
 use crate::retry::BackoffPolicy;
+
+/// Longest wait in the buffer before a row claimed ahead goes back to the queue.
+pub(crate) const STALE_AFTER: Duration = Duration::from_millis(100);
+
+/// Claims of one queue in flight at once.
+const CLAIMS_IN_FLIGHT: usize = 2;
+
+/// A claim's result, with the slots reserved for it.
+struct ClaimDone {
+    rows: crate::Result<Vec<ClaimedRow>>,
+    slots: Option<OwnedSemaphorePermit>,
+    asked: usize,
+    began: Instant,
+}
+
+type ClaimFuture = Pin<Box<dyn Future<Output = ClaimDone> + Send>>;
+
+/// A row claimed ahead, waiting for a slot.
+struct Waiting {
+    task: Claimed,
+    since: Instant,
+}
+
+struct Producer {
+    pool: Arc<PoolShared>,
+    queue: Arc<QueueState>,
+    buffer: VecDeque<Waiting>,
+    pace: Pace,
+    may_have_work: bool,
+    failures: u32,
+    /// After a failed claim: no claim before this.
+    retry_at: Option<Instant>,
+    next_poll: Instant,
+    /// Rows asked for by the claims in flight.
+    asked: usize,
+}
 
 pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
     let mut shutdown = pool.shutdown.subscribe();
-    let mut may_have_work = true;
-    let mut failures = 0u32;
+    let mut producer = Producer {
+        next_poll: Instant::now() + pool.jittered_poll(),
+        pool,
+        queue,
+        buffer: VecDeque::new(),
+        pace: Pace::default(),
+        may_have_work: true,
+        failures: 0,
+        retry_at: None,
+        asked: 0,
+    };
+    let mut claiming: FuturesUnordered<ClaimFuture> = FuturesUnordered::new();
     loop {
         if *shutdown.borrow_and_update() {
             break;
         }
-        if may_have_work {
-            let free = queue.slots.available_permits();
-            // With work waiting and tasks still running, wait until half the slots are free
-            // and claim them in one statement, rather than one claim per freed slot: fewer,
-            // larger claims, and outcomes that finish together are written together. An idle
-            // pool has every slot free, so pickup latency is unaffected.
-            let busy = free < queue.capacity;
-            if free == 0 || (busy && free < claim_batch(queue.capacity)) {
-                tokio::select! {
-                    _ = queue.slot_freed.notified() => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-            let Ok(permits) = Arc::clone(&queue.slots).try_acquire_many_owned(free as u32) else {
-                // Another queue of the group took the slots first.
-                continue;
-            };
-            match claim(&pool, &queue, free).await {
-                Ok(rows) => {
-                    failures = 0;
-                    pool.stats.record_claim(rows.len());
-                    may_have_work = rows.len() == free;
-                    if pool.is_shutting_down() {
-                        release(&pool, &rows).await;
-                        break;
-                    }
-                    start(&pool, &queue, rows, permits);
+        producer.start_waiting();
+        if claiming.len() < CLAIMS_IN_FLIGHT
+            && let Some(claim) = producer.next_claim()
+        {
+            claiming.push(claim);
+        }
+        let p = &mut producer;
+        let stale_at = p.buffer.front().map(|w| w.since + STALE_AFTER);
+        let wants_slot =
+            !p.buffer.is_empty() || (p.may_have_work && claiming.len() < CLAIMS_IN_FLIGHT);
+        tokio::select! {
+            Some(done) = claiming.next(), if !claiming.is_empty() => {
+                if p.claimed(done) {
                     // Let the tasks just started run before counting free slots again: short
                     // ones are over by then, and the next claim takes their slots too.
                     tokio::task::yield_now().await;
                 }
-                Err(error) => {
-                    drop(permits);
-                    failures += 1;
-                    let delay = BackoffPolicy::reconnect()
-                        .delay(failures)
-                        .min(pool.poll_interval.max(Duration::from_secs(1)));
-                    tracing::warn!(queue = %queue.name, error = %crate::task::error_chain(&error), retry_in = ?delay, "claiming tasks failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
             }
-            continue;
-        }
-        tokio::select! {
-            _ = queue.wake.notified() => {}
-            _ = tokio::time::sleep(pool.jittered_poll()) => {}
+            _ = p.queue.slot_freed.notified(), if wants_slot => {}
+            _ = p.queue.wake.notified() => p.may_have_work = true,
+            _ = tokio::time::sleep_until(p.next_poll), if claiming.is_empty() => {
+                p.may_have_work = true;
+                p.next_poll = Instant::now() + p.pool.jittered_poll();
+            }
+            _ = sleep_until(p.retry_at) => p.retry_at = None,
+            _ = sleep_until(stale_at) => p.release_stale().await,
             _ = shutdown.changed() => {}
         }
-        may_have_work = true;
+    }
+    while let Some(done) = claiming.next().await {
+        producer.claimed(done);
+    }
+    let rest: Vec<Claimed> = producer.buffer.drain(..).map(|w| w.task).collect();
+    producer.give_back(rest, true).await;
+}
+
+/// `deadline`, or never.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
-/// The fewest free slots worth a claim while others are busy: half of them.
+/// The fewest rows worth a claim while slots are busy: half the slots.
 fn claim_batch(capacity: usize) -> usize {
     (capacity / 2).max(1)
 }
 
-async fn claim(
-    pool: &PoolShared,
-    queue: &QueueState,
-    free: usize,
-) -> crate::Result<Vec<task::Model>> {
-    store::claim(
-        pool.tasks.db(),
-        &queue.name,
-        &pool.names,
-        free,
-        &pool.worker_id,
-        pool.lock_timeout,
-        None,
-    )
-    .await
+/// `want` rounded down to a number with at most three significant bits (1–8, 10, 12, 14, 16,
+/// 20, 24, 28, 32, 40, …). The limit is written into the claim's text (see
+/// [`CLAIM`](super::sql::CLAIM)), and every distinct text is prepared and planned anew on each
+/// connection: a few sizes keep that to a few statements.
+fn claim_size(want: usize) -> usize {
+    let bits = usize::BITS - want.leading_zeros();
+    let dropped = bits.saturating_sub(3);
+    (want >> dropped) << dropped
 }
 
-/// Spawns one executor per claimed row, each holding one slot.
-fn start(
-    pool: &Arc<PoolShared>,
-    queue: &Arc<QueueState>,
-    rows: Vec<task::Model>,
-    mut permits: OwnedSemaphorePermit,
-) {
-    for row in rows {
-        let Some(permit) = permits.split(1) else {
-            // Cannot happen: at most `free` rows for `free` permits.
-            break;
-        };
-        executor::spawn(Arc::clone(pool), Arc::clone(queue), row, permit);
-    }
-    // Permits not used by a task go back now.
-    drop(permits);
-}
-
-/// Shutdown began while a claim was in flight: hand the rows back untouched.
-async fn release(pool: &PoolShared, rows: &[task::Model]) {
-    if rows.is_empty() {
-        return;
-    }
-    let ids = rows.iter().map(|r| r.id).collect();
-    match store::release(pool.tasks.db(), ids, &pool.worker_id).await {
-        Ok(n) => tracing::info!(
-            released = n,
-            "returned claimed tasks to the queue at shutdown"
-        ),
-        Err(error) => {
-            tracing::warn!(error = %crate::task::error_chain(&error), "could not return claimed tasks at shutdown; they will be rescued when their lock expires")
+impl Producer {
+    /// Starts waiting rows in the slots free now.
+    fn start_waiting(&mut self) {
+        while !self.buffer.is_empty() {
+            let Ok(slot) = Arc::clone(&self.queue.group.slots).try_acquire_owned() else {
+                return;
+            };
+            let Some(waiting) = self.buffer.pop_front() else {
+                return;
+            };
+            self.pool.claimed_ahead.fetch_sub(1, Ordering::Relaxed);
+            executor::spawn(
+                Arc::clone(&self.pool),
+                Arc::clone(&self.queue),
+                waiting.task,
+                slot,
+            );
         }
+    }
+
+    /// Starts a claim if one is worth it: for the free slots and the rows expected to be
+    /// needed within one round trip, less those already waiting. The free slots are
+    /// reserved for it, so other queues of the group cannot take them meanwhile.
+    fn next_claim(&mut self) -> Option<ClaimFuture> {
+        if !self.may_have_work || self.retry_at.is_some() || self.pool.is_shutting_down() {
+            return None;
+        }
+        let group = &self.queue.group;
+        let ahead = self.pace.ahead(group.capacity * 2);
+        let (want, slots) = loop {
+            let free = group.slots.available_permits();
+            let want = (free + ahead).saturating_sub(self.buffer.len() + self.asked);
+            // An idle pool claims at once (pickup latency); a busy one waits until a claim
+            // would fill half its slots, rather than one claim per freed slot.
+            let idle = free == group.capacity && self.buffer.is_empty();
+            if want == 0 || (!idle && want < claim_batch(group.capacity).max(ahead / 2)) {
+                return None;
+            }
+            let want = claim_size(want);
+            let reserve = free.min(want);
+            if reserve == 0 {
+                break (want, None);
+            }
+            match Arc::clone(&group.slots).try_acquire_many_owned(reserve as u32) {
+                Ok(slots) => break (want, Some(slots)),
+                // Another queue of the group took some; count again.
+                Err(TryAcquireError::NoPermits) => continue,
+                Err(TryAcquireError::Closed) => return None,
+            }
+        };
+        self.asked += want;
+        let pool = Arc::clone(&self.pool);
+        let queue = Arc::clone(&self.queue);
+        Some(Box::pin(async move {
+            let began = Instant::now();
+            let rows = store::claim(
+                pool.tasks.db(),
+                &queue.name,
+                &pool.names,
+                want,
+                &pool.worker_id,
+                pool.lock_timeout,
+                None,
+            )
+            .await;
+            ClaimDone {
+                rows,
+                slots,
+                asked: want,
+                began,
+            }
+        }))
+    }
+
+    /// Takes a claim's rows: the first ones start in the reserved slots, the rest wait.
+    /// At shutdown they all wait, to be given back. True when tasks started.
+    fn claimed(&mut self, done: ClaimDone) -> bool {
+        let ClaimDone {
+            rows,
+            mut slots,
+            asked,
+            began,
+        } = done;
+        self.asked -= asked;
+        self.next_poll = Instant::now() + self.pool.jittered_poll();
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                drop(slots);
+                self.failures += 1;
+                let delay = BackoffPolicy::reconnect()
+                    .delay(self.failures)
+                    .min(self.pool.poll_interval.max(Duration::from_secs(1)));
+                tracing::warn!(queue = %self.queue.name, error = %crate::task::error_chain(&error), retry_in = ?delay, "claiming tasks failed");
+                self.retry_at = Some(Instant::now() + delay);
+                return false;
+            }
+        };
+        self.failures = 0;
+        self.pool.stats.record_claim(rows.len());
+        self.may_have_work = rows.len() == asked;
+        self.pace.observe(
+            began.elapsed(),
+            Instant::now().into_std(),
+            self.queue.finished.load(Ordering::Relaxed),
+        );
+        if self.pool.is_shutting_down() {
+            slots = None;
+        }
+        let mut started = false;
+        for row in rows {
+            let cancelled = self.pool.hold(row.id, row.cancel_requested);
+            let task = Claimed { row, cancelled };
+            match slots.as_mut().and_then(|s| s.split(1)) {
+                Some(slot) => {
+                    started = true;
+                    executor::spawn(Arc::clone(&self.pool), Arc::clone(&self.queue), task, slot);
+                }
+                None => {
+                    self.pool.claimed_ahead.fetch_add(1, Ordering::Relaxed);
+                    self.buffer.push_back(Waiting {
+                        task,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        }
+        // Reserved slots the claim did not fill go back.
+        if let Some(slots) = slots {
+            self.queue.group.give_back(slots);
+        }
+        started
+    }
+
+    /// Gives back the rows that waited too long, and stops claiming ahead until the pace is
+    /// measured again.
+    async fn release_stale(&mut self) {
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        while let Some(waiting) = self.buffer.front()
+            && waiting.since + STALE_AFTER <= now
+        {
+            if let Some(waiting) = self.buffer.pop_front() {
+                stale.push(waiting.task);
+            }
+        }
+        self.pace.slow_down();
+        self.give_back(stale, false).await;
+    }
+
+    /// Hands held rows back to the queue untouched (the attempt does not count).
+    async fn give_back(&self, tasks: Vec<Claimed>, at_shutdown: bool) {
+        if tasks.is_empty() {
+            return;
+        }
+        let ids: Vec<_> = tasks.iter().map(|t| t.row.id).collect();
+        let queue = &self.queue.name;
+        let returned = match store::release(self.pool.tasks.db(), ids.clone(), &self.pool.worker_id)
+            .await
+        {
+            Ok(n) if at_shutdown => {
+                tracing::info!(%queue, released = n, "returned claimed tasks to the queue at shutdown");
+                true
+            }
+            Ok(n) => {
+                tracing::debug!(%queue, released = n, "returned tasks claimed ahead that waited too long");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%queue, error = %crate::task::error_chain(&error), "could not return claimed tasks to the queue; they will be rescued when their lock expires");
+                false
+            }
+        };
+        self.pool
+            .claimed_ahead
+            .fetch_sub(ids.len(), Ordering::Relaxed);
+        for id in &ids {
+            self.pool.finished(id);
+        }
+        if returned {
+            self.pool
+                .emit(WorkerEvent::TasksReturned { ids, at_shutdown });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_sizes_are_few_and_never_larger_than_wanted() {
+        let sizes: Vec<usize> = (1..=32).map(claim_size).collect();
+        assert_eq!(&sizes[..10], &[1, 2, 3, 4, 5, 6, 7, 8, 8, 10]);
+        for want in 1..=10_000 {
+            let size = claim_size(want);
+            assert!(size <= want && size * 5 / 4 >= want - 1, "{want} -> {size}");
+        }
+        let mut distinct = sizes.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 16, "{distinct:?}");
     }
 }

@@ -12,6 +12,7 @@
 /// - The `WHERE` repeats the predicate of `tasks_claim_idx` word for word, so the partial
 ///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
 /// - `attempt` is the fencing token: every later write of this attempt names it.
+/// - It returns only what the executor reads, not `t.*`.
 /// - The limit is written into the text (an integer, never user input), not bound: with a
 ///   bound `LIMIT $n`, the cached generic plan cannot know the limit is small and sorted
 ///   every runnable row on each claim (measured: 5× slower drains; `docs/performance.md`).
@@ -37,7 +38,8 @@ SET state = 'running',
     completed_at = NULL
 FROM picked
 WHERE t.id = picked.id
-RETURNING t.*
+RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
+          t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested
 "#;
 
 /// Completes attempt `$3` of task `$1` held by worker `$2`, storing result `$4`.
@@ -50,21 +52,22 @@ SET state = 'completed', result = $4, error = NULL,
 WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
 "#;
 
-/// Completes many attempts of worker `$2` in one statement: `$1` is a JSON array of
-/// `{"id", "attempt", "result"}`, `$4` the same ids as an array. Fenced per row as
-/// [`COMPLETE`]; returns the ids written. One statement and one commit for a batch of
-/// outcomes, instead of one per task.
+/// Completes many attempts of worker `$4` in one statement: `$1`, `$2` and `$3` are the ids,
+/// attempts and results, as arrays of the same length. Fenced per row as [`COMPLETE`];
+/// returns the ids written. One statement and one commit for a batch of outcomes, instead of
+/// one per task.
 ///
-/// `t.id = ANY($4)` is there for the planner: it cannot see how many rows a JSON document
-/// holds (it guesses 100) and, joining on `u.id` alone, scanned the whole table per batch;
-/// with the id array it looks each row up by primary key.
+/// `t.id = ANY($1)` is there for the planner: it cannot see how many rows the arrays hold
+/// and, joining on `u.id` alone, may scan the whole table per batch; with the id array it
+/// looks each row up by primary key. Typed arrays, not a JSON document: the server does not
+/// parse the batch, and the client does not build it.
 pub(crate) const COMPLETE_MANY: &str = r#"
 UPDATE tasks AS t
 SET state = 'completed', result = u.result, error = NULL,
-    completed_at = COALESCE($3::timestamptz, now()), locked_until = NULL
-FROM jsonb_to_recordset($1::jsonb) AS u(id uuid, attempt integer, result jsonb)
-WHERE t.id = ANY($4::uuid[])
-  AND t.id = u.id AND t.worker_id = $2 AND t.attempt = u.attempt AND t.state = 'running'
+    completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL
+FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) AS u(id, attempt, result)
+WHERE t.id = ANY($1::uuid[])
+  AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'
 RETURNING t.id
 "#;
 
@@ -96,14 +99,21 @@ WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
 "#;
 
-/// Hands tasks claimed but never started back to the queue, undoing the claim (used at
-/// shutdown). The attempt does not count.
+/// Hands tasks claimed but never started back to the queue, undoing the claim (at shutdown,
+/// and for rows claimed ahead that waited too long). The attempt does not count. Notifies
+/// each queue that got rows back, so idle workers take them at once.
 pub(crate) const RELEASE: &str = r#"
-UPDATE tasks
-SET state = CASE WHEN retry_count > 0 THEN 'failed' ELSE 'pending' END,
-    next_retry_at = CASE WHEN retry_count > 0 THEN now() END,
-    attempt = attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
-WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
+WITH released AS (
+    UPDATE tasks
+    SET state = CASE WHEN retry_count > 0 THEN 'failed' ELSE 'pending' END,
+        next_retry_at = CASE WHEN retry_count > 0 THEN now() END,
+        attempt = attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
+    WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
+    RETURNING queue
+)
+SELECT COALESCE(sum(q.n), 0)::bigint AS released, count(q.notified) AS queues
+FROM (SELECT count(*) AS n, pg_notify('tasks_new', queue) AS notified
+      FROM released GROUP BY queue) AS q
 "#;
 
 /// Rescues up to `$1` tasks whose lock expired (their worker died or stalled): the lost

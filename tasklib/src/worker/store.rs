@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::sql;
 use crate::Result;
-use crate::entity::task;
 
 fn stmt(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
@@ -37,6 +36,21 @@ impl AttemptRef {
     }
 }
 
+/// What a claim returns of each row: what the executor reads.
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct ClaimedRow {
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) args: serde_json::Value,
+    pub(crate) attempt: i32,
+    pub(crate) retry_count: i32,
+    pub(crate) max_retries: i32,
+    pub(crate) tags: serde_json::Value,
+    pub(crate) timeout_seconds: Option<f64>,
+    pub(crate) cancel_requested: bool,
+}
+
 pub(crate) async fn claim(
     db: &DatabaseConnection,
     queue: &str,
@@ -45,7 +59,7 @@ pub(crate) async fn claim(
     worker_id: &str,
     lock_timeout: Duration,
     now: Option<DateTime<Utc>>,
-) -> Result<Vec<task::Model>> {
+) -> Result<Vec<ClaimedRow>> {
     let sql = sql::CLAIM.replace("{limit}", &limit.max(1).to_string());
     let statement = stmt(
         &sql,
@@ -57,7 +71,7 @@ pub(crate) async fn claim(
             clock(now),
         ],
     );
-    Ok(task::Model::find_by_statement(statement).all(db).await?)
+    Ok(ClaimedRow::find_by_statement(statement).all(db).await?)
 }
 
 /// Writes a success; false when the attempt was fenced off.
@@ -67,7 +81,7 @@ pub(crate) async fn complete(
     result: serde_json::Value,
 ) -> Result<bool> {
     let mut values = attempt.fence();
-    values.push(serde_json::json!({ "value": result }).into());
+    values.push(stored_result(result).into());
     values.push(clock(None));
     let done = db.execute_raw(stmt(sql::COMPLETE, values)).await?;
     Ok(done.rows_affected() == 1)
@@ -78,26 +92,35 @@ pub(crate) async fn complete(
 pub(crate) async fn complete_many(
     db: &DatabaseConnection,
     worker_id: &str,
-    done: &[(Uuid, i32, serde_json::Value)],
+    done: Vec<(Uuid, i32, serde_json::Value)>,
 ) -> Result<Vec<Uuid>> {
-    let rows: Vec<serde_json::Value> = done
-        .iter()
-        .map(|(id, attempt, result)| serde_json::json!({ "id": id, "attempt": attempt, "result": { "value": result } }))
-        .collect();
+    let mut ids = Vec::with_capacity(done.len());
+    let mut attempts = Vec::with_capacity(done.len());
+    let mut results = Vec::with_capacity(done.len());
+    for (id, attempt, result) in done {
+        ids.push(id);
+        attempts.push(attempt);
+        results.push(stored_result(result));
+    }
     let statement = stmt(
         sql::COMPLETE_MANY,
         vec![
-            serde_json::Value::Array(rows).into(),
+            ids.into(),
+            attempts.into(),
+            results.into(),
             worker_id.into(),
             clock(None),
-            done.iter()
-                .map(|(id, _, _)| *id)
-                .collect::<Vec<Uuid>>()
-                .into(),
         ],
     );
     let written = IdRow::find_by_statement(statement).all(db).await?;
     Ok(written.into_iter().map(|r| r.id).collect())
+}
+
+/// A result as stored: `{"value": result}`, so a `null` result is told from no result.
+fn stored_result(result: serde_json::Value) -> serde_json::Value {
+    let mut stored = serde_json::Map::with_capacity(1);
+    stored.insert("value".to_owned(), result);
+    serde_json::Value::Object(stored)
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -160,16 +183,20 @@ pub(crate) async fn heartbeat(
     Ok(HeartbeatRow::find_by_statement(statement).all(db).await?)
 }
 
-/// Returns claimed-but-unstarted tasks to the queue.
+#[derive(Debug, FromQueryResult)]
+struct Released {
+    released: i64,
+}
+
+/// Returns claimed-but-unstarted tasks to the queue; how many went back.
 pub(crate) async fn release(
     db: &DatabaseConnection,
     ids: Vec<Uuid>,
     worker_id: &str,
 ) -> Result<u64> {
-    let done = db
-        .execute_raw(stmt(sql::RELEASE, vec![ids.into(), worker_id.into()]))
-        .await?;
-    Ok(done.rows_affected())
+    let statement = stmt(sql::RELEASE, vec![ids.into(), worker_id.into()]);
+    let released = Released::find_by_statement(statement).one(db).await?;
+    Ok(released.map_or(0, |r| u64::try_from(r.released).unwrap_or(0)))
 }
 
 #[derive(Debug, FromQueryResult)]
