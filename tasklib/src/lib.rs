@@ -106,8 +106,8 @@ pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
 pub use url::RedactedUrl;
 pub use worker::{
-    CANCEL_CHANNEL, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, PoolStats, TaskOutcome,
-    TaskWorker, WorkerEvent, WorkerPool, shutdown_signal,
+    CANCEL_CHANNEL, ClaimAhead, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, PoolStats,
+    TaskOutcome, TaskWorker, WorkerEvent, WorkerPool, shutdown_signal,
 };
 
 /// The migration crate, re-exported (its `Migrator` is what [`migrate()`] applies).

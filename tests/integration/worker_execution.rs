@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tasklib::{
-    CancelOutcome, Error, SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskState, TaskWorker,
+    CancelOutcome, Error, SubmitOptions, TaskContext, TaskError, TaskOutcome, TaskState,
+    TaskWorker, WorkerEvent,
 };
 
 use crate::common::{
-    Job, TestResult, finished, finished_all, job, listener_up, setup, setup_with, started,
+    Job, TestResult, finished, finished_all, job, listener_up, raw, setup, setup_with, started,
+    wait_for,
 };
 
 fn fast_retries(b: tasklib::ConfigBuilder) -> tasklib::ConfigBuilder {
@@ -260,6 +262,58 @@ async fn cancelling_a_waiting_task_means_it_never_runs() -> TestResult {
     let task = env.tasks.get_task(doomed).await?.ok_or("missing")?;
     assert_eq!(task.state, TaskState::Cancelled);
     assert_eq!(task.attempt, 0);
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_claimed_with_its_cancellation_requested_never_starts() -> TestResult {
+    let env = setup().await?;
+    let ran = Arc::new(AtomicU32::new(0));
+    let counter = ran.clone();
+    env.tasks.register(move |job: Job, _: TaskContext| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, TaskError>(job.label)
+        }
+    })?;
+    // What a task looks like when cancellation was asked for while this or another worker
+    // held it claimed ahead, and it went back to the queue unstarted.
+    let id = env.tasks.submit(job("asked to stop")).await?;
+    raw(&env.db)
+        .await?
+        .execute(
+            "UPDATE tasks SET cancel_requested_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    let pool = env.tasks.spawn_workers(1)?;
+    let mut events = pool.subscribe();
+    let mut started_ids = Vec::new();
+    let outcome = wait_for(&mut events, |e| match e {
+        WorkerEvent::TaskStarted { id, .. } => {
+            started_ids.push(*id);
+            None
+        }
+        WorkerEvent::TaskFinished {
+            id: done, outcome, ..
+        } if *done == id => Some(outcome.clone()),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(outcome, TaskOutcome::Cancelled);
+    assert!(
+        started_ids.is_empty(),
+        "no handler started: {started_ids:?}"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    let task = env.tasks.get_task(id).await?.ok_or("missing")?;
+    assert_eq!(task.state, TaskState::Cancelled);
+    assert_eq!(
+        task.error.as_deref(),
+        Some("cancelled: requested before the task started")
+    );
     pool.shutdown().await?;
     Ok(())
 }

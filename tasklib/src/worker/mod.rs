@@ -59,6 +59,27 @@ pub struct TaskWorker {
     poll_interval: Option<Duration>,
     shutdown_grace_period: Option<Duration>,
     retention: RetentionPolicy,
+    claim_ahead: ClaimAhead,
+}
+
+/// How many tasks a pool claims beyond its free slots, to start them the moment a slot frees
+/// instead of one claim round trip later. Tasks claimed ahead are `running` in the table and
+/// held by this pool; those that wait longer than 100 ms (the running tasks turned out slow)
+/// go back to the queue, and the pool claims nothing ahead again until one of its tasks
+/// finishes. `docs/concepts.md` has the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClaimAhead {
+    /// As many as the pool's slots finish during two claim round trips, measured as it runs,
+    /// at most twice the slots: a dozen for no-op tasks, none for tasks that take
+    /// tens of milliseconds or more. The default.
+    #[default]
+    Measured,
+    /// Never: claim only for free slots, so an idle worker elsewhere can take every task
+    /// this one cannot start now.
+    Off,
+    /// Always this many, whatever the tasks' duration.
+    Fixed(usize),
 }
 
 impl TaskWorker {
@@ -71,6 +92,7 @@ impl TaskWorker {
             poll_interval: None,
             shutdown_grace_period: None,
             retention: RetentionPolicy::new(),
+            claim_ahead: ClaimAhead::default(),
         }
     }
 
@@ -105,6 +127,13 @@ impl TaskWorker {
     /// rows. Defaults to keeping everything.
     pub fn retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = policy;
+        self
+    }
+
+    /// How many tasks to claim beyond the free slots (see [`ClaimAhead`]). Defaults to
+    /// [`ClaimAhead::Measured`].
+    pub fn claim_ahead(mut self, claim_ahead: ClaimAhead) -> Self {
+        self.claim_ahead = claim_ahead;
         self
     }
 
@@ -194,6 +223,7 @@ impl TaskWorker {
             shutdown,
             stats: Default::default(),
             retention: self.retention.clone(),
+            claim_ahead: self.claim_ahead,
             batcher: batcher::spawn(
                 self.tasks.db().clone(),
                 config.worker_id().to_owned(),

@@ -73,6 +73,7 @@ pub(crate) struct PoolShared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stats: Counters,
     pub(crate) retention: crate::retention::RetentionPolicy,
+    pub(crate) claim_ahead: super::ClaimAhead,
     /// Where executors hand successful outcomes, to be written in batches.
     pub(crate) batcher: super::batcher::Batcher,
     /// Outcomes of finished handlers not yet written (one permit each, four times as many as

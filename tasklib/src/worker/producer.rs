@@ -26,6 +26,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
 
+use super::ClaimAhead;
 use super::events::WorkerEvent;
 use super::executor::{self, Claimed};
 use super::pace::Pace;
@@ -67,6 +68,9 @@ struct Producer {
     next_poll: Instant,
     /// Rows asked for by the claims in flight.
     asked: usize,
+    /// After rows claimed ahead waited too long: the queue's finished count then. Nothing is
+    /// claimed ahead until a task finishes.
+    stuck_at: Option<u64>,
 }
 
 pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
@@ -81,6 +85,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
         failures: 0,
         retry_at: None,
         asked: 0,
+        stuck_at: None,
     };
     let mut claiming: FuturesUnordered<ClaimFuture> = FuturesUnordered::new();
     loop {
@@ -147,6 +152,20 @@ fn claim_size(want: usize) -> usize {
 }
 
 impl Producer {
+    /// Rows to claim beyond the free slots now.
+    fn ahead(&mut self) -> usize {
+        let finished = self.queue.finished.load(Ordering::Relaxed);
+        if self.stuck_at.is_some_and(|at| at == finished) {
+            return 0;
+        }
+        self.stuck_at = None;
+        match self.pool.claim_ahead {
+            ClaimAhead::Measured => self.pace.ahead(self.queue.group.capacity * 2),
+            ClaimAhead::Off => 0,
+            ClaimAhead::Fixed(n) => n,
+        }
+    }
+
     /// Starts waiting rows in the slots free now.
     fn start_waiting(&mut self) {
         while !self.buffer.is_empty() {
@@ -173,13 +192,14 @@ impl Producer {
         if !self.may_have_work || self.retry_at.is_some() || self.pool.is_shutting_down() {
             return None;
         }
+        let ahead = self.ahead();
         let group = &self.queue.group;
-        let ahead = self.pace.ahead(group.capacity * 2);
         let (want, slots) = loop {
             let free = group.slots.available_permits();
             let want = (free + ahead).saturating_sub(self.buffer.len() + self.asked);
             // An idle pool claims at once (pickup latency); a busy one waits until a claim
-            // would fill half its slots, rather than one claim per freed slot.
+            // would fill half its slots (or half the rows it claims ahead), rather than one
+            // claim per freed slot.
             let idle = free == group.capacity && self.buffer.is_empty();
             if want == 0 || (!idle && want < claim_batch(group.capacity).max(ahead / 2)) {
                 return None;
@@ -293,6 +313,7 @@ impl Producer {
             }
         }
         self.pace.slow_down();
+        self.stuck_at = Some(self.queue.finished.load(Ordering::Relaxed));
         self.give_back(stale, false).await;
     }
 
