@@ -167,18 +167,38 @@ async fn run(args: &Args) -> BenchResult<()> {
     let out = Printer::new(args.json);
     out.heading("setup");
     out.row(&setup().await?, &Value::Null);
+    let total = args.runs.max(1);
     let mut runs = Vec::new();
-    for run in 1..=args.runs.max(1) {
-        out.heading(&format!(
-            "{:?}, run {run} of {}",
-            args.scenario,
-            args.runs.max(1)
-        ));
-        let rows = run_once(args.scenario, args.with_floor, &s).await?;
-        for row in &rows {
-            out.row(row, &Value::from(run));
+    if args.scenario == Scenario::All {
+        // Every run's drain first, while this process has done nothing else: its peak memory
+        // is then the drain's, not what the allocator kept from an earlier bulk submit.
+        let mut drains = Vec::new();
+        for run in 1..=total {
+            out.heading(&format!("All (drain and floor), run {run} of {total}"));
+            let rows = drain_and_floor(&s, true).await?;
+            for row in &rows {
+                out.row(row, &Value::from(run));
+            }
+            drains.push(rows);
         }
-        runs.push(rows);
+        for (run, mut rows) in (1..=total).zip(drains) {
+            out.heading(&format!("All (the rest), run {run} of {total}"));
+            let rest = rest_of_all(&s, rows.first().cloned()).await?;
+            for row in &rest {
+                out.row(row, &Value::from(run));
+            }
+            rows.extend(rest);
+            runs.push(rows);
+        }
+    } else {
+        for run in 1..=total {
+            out.heading(&format!("{:?}, run {run} of {total}", args.scenario));
+            let rows = run_once(args.scenario, args.with_floor, &s).await?;
+            for row in &rows {
+                out.row(row, &Value::from(run));
+            }
+            runs.push(rows);
+        }
     }
     let last = if runs.len() > 1 {
         let medians = report::medians(&runs);
@@ -210,17 +230,22 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Explain => explain::explain(s).await?,
         Scenario::Statements => statements::statements(s).await?,
         Scenario::All => {
-            // The drain first, while this process has done nothing else: its peak memory is
-            // then the drain's, not left over from building the bulk submit.
             let mut rows = drain_and_floor(s, true).await?;
-            let latency = latency::latency(s).await?;
-            let baseline = rows.first().cloned().map(|d| (d, latency.clone()));
-            rows.push(latency);
-            rows.extend(enqueue::enqueue(s).await?);
-            rows.extend(scale::scale(s, baseline).await?);
+            rows.extend(rest_of_all(s, rows.first().cloned()).await?);
             rows
         }
     })
+}
+
+/// The scenarios of `all` after the drain and floor; `drain` is this run's drain, the
+/// baseline of `scale`.
+async fn rest_of_all(s: &Settings, drain: Option<Row>) -> BenchResult<Vec<Row>> {
+    let latency = latency::latency(s).await?;
+    let baseline = drain.map(|d| (d, latency.clone()));
+    let mut rows = vec![latency];
+    rows.extend(enqueue::enqueue(s).await?);
+    rows.extend(scale::scale(s, baseline).await?);
+    Ok(rows)
 }
 
 /// `drain`, and with `with_floor` also `floor` and their ratio, in this invocation.

@@ -207,18 +207,24 @@ async fn blocking_handlers_run_on_the_blocking_pool() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn cancelling_a_waiting_task_means_it_never_runs() -> TestResult {
-    let env = setup().await?;
+/// Registers a `Job` handler that returns its label; the counter says how often it ran.
+fn counting_handler(tasks: &tasklib::TaskLib) -> TestResult<Arc<AtomicU32>> {
     let ran = Arc::new(AtomicU32::new(0));
     let counter = ran.clone();
-    env.tasks.register(move |job: Job, _: TaskContext| {
+    tasks.register(move |job: Job, _: TaskContext| {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, Ordering::SeqCst);
             Ok::<_, TaskError>(job.label)
         }
     })?;
+    Ok(ran)
+}
+
+#[tokio::test]
+async fn cancelling_a_waiting_task_means_it_never_runs() -> TestResult {
+    let env = setup().await?;
+    let ran = counting_handler(&env.tasks)?;
     let doomed = env
         .tasks
         .submit_with(
@@ -269,15 +275,7 @@ async fn cancelling_a_waiting_task_means_it_never_runs() -> TestResult {
 #[tokio::test]
 async fn a_task_claimed_with_its_cancellation_requested_never_starts() -> TestResult {
     let env = setup().await?;
-    let ran = Arc::new(AtomicU32::new(0));
-    let counter = ran.clone();
-    env.tasks.register(move |job: Job, _: TaskContext| {
-        let counter = counter.clone();
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, TaskError>(job.label)
-        }
-    })?;
+    let ran = counting_handler(&env.tasks)?;
     // What a task looks like when cancellation was asked for while this or another worker
     // held it claimed ahead, and it went back to the queue unstarted.
     let id = env.tasks.submit(job("asked to stop")).await?;
