@@ -78,7 +78,7 @@ pub enum ClaimAhead {
     /// Never: claim only for free slots, so an idle worker elsewhere can take every task
     /// this one cannot start now.
     Off,
-    /// Always this many, whatever the tasks' duration.
+    /// Always this many (at most [`MAX_SLOTS`]), whatever the tasks' duration.
     Fixed(usize),
 }
 
@@ -140,8 +140,8 @@ impl TaskWorker {
     /// Starts the pool in the background and returns its handle.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when no task type is registered, a slot count is zero, or the
-    /// poll interval is zero.
+    /// [`Error::InvalidConfig`] when no task type is registered, a slot count is zero, the
+    /// poll interval is zero, or [`ClaimAhead::Fixed`] exceeds [`MAX_SLOTS`].
     pub fn spawn(self) -> Result<WorkerPool> {
         let config = self.tasks.config();
         let infos = self.tasks.get_registered_tasks();
@@ -163,6 +163,14 @@ impl TaskWorker {
             return Err(Error::InvalidConfig {
                 field: "poll_interval",
                 reason: "must be greater than zero".to_owned(),
+            });
+        }
+        if let ClaimAhead::Fixed(n) = self.claim_ahead
+            && n > MAX_SLOTS
+        {
+            return Err(Error::InvalidConfig {
+                field: "claim_ahead",
+                reason: format!("must be at most {MAX_SLOTS} tasks, got {n}"),
             });
         }
         // Queue -> slots group. Named queues get their own group; otherwise every queue of a
