@@ -131,6 +131,14 @@ async fn a_worker_that_lost_its_lock_cannot_overwrite_the_newer_attempt() -> Tes
     let id = stale.submit(job("contested")).await?;
     started(&mut a_events, id).await?;
 
+    // Worker B, listening before anything can happen to the task: it cannot take it yet.
+    let fresh = connect("worker-b", Duration::from_secs(60)).await?;
+    fresh.register(|_: Job, _: TaskContext| async {
+        Ok::<_, TaskError>("written by B".to_owned())
+    })?;
+    let pool_b = TaskWorker::new(&fresh).spawn()?;
+    let mut b_events = pool_b.subscribe();
+
     // A stalls past its lock (as a long GC pause or a network partition would look).
     let admin = raw(&env.db).await?;
     admin
@@ -140,13 +148,7 @@ async fn a_worker_that_lost_its_lock_cannot_overwrite_the_newer_attempt() -> Tes
         )
         .await?;
 
-    // Worker B rescues the task and runs attempt 2 to completion.
-    let fresh = connect("worker-b", Duration::from_secs(60)).await?;
-    fresh.register(|_: Job, _: TaskContext| async {
-        Ok::<_, TaskError>("written by B".to_owned())
-    })?;
-    let pool_b = TaskWorker::new(&fresh).spawn()?;
-    let mut b_events = pool_b.subscribe();
+    // The task is rescued and B runs attempt 2 to completion.
     assert_eq!(finished(&mut b_events, id).await?, TaskOutcome::Completed);
 
     // A wakes up and tries to write attempt 1's outcome: fenced off.
