@@ -17,84 +17,154 @@ use crate::watchdog::{self, sh_quote};
 /// A running throwaway cluster.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    /// Where the socket lives (the `host` of connection URLs).
-    pub(crate) socket_dir: PathBuf,
-    /// The port, which names the socket file.
-    pub(crate) port: u16,
+    layout: Layout,
 }
-
-const PORT: u16 = 5432;
 
 impl Cluster {
     /// Finds the binaries, creates and starts the cluster, and arms the watchdog.
     pub(crate) fn start() -> Result<Cluster, TestDbError> {
+        let layout = Layout::create("tasklib-pg")?;
+        layout.initdb()?;
+        let started = layout.pg_ctl(
+            "pg_ctl start",
+            &["-o", &layout.options(400, "64MB"), "start"],
+        );
+        layout.arm_watchdog();
+        started.map_err(|e| layout.with_log(e))?;
+        tracing::info!(dir = %layout.base.display(), "started a throwaway PostgreSQL cluster");
+        Ok(Cluster { layout })
+    }
+
+    /// A URL for `database`, as user `postgres`.
+    pub(crate) fn url(&self, database: &str) -> String {
+        self.layout.url(database)
+    }
+}
+
+/// The port, which names the socket file (no TCP listener is opened).
+const PORT: u16 = 5432;
+
+/// Where a cluster lives and how its programs run: shared by the throwaway cluster and
+/// [`TestCluster`](crate::TestCluster).
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// The directory of `initdb` and `pg_ctl`.
+    pub(crate) bin: PathBuf,
+    /// The cluster's own directory: the socket, `data/` and the server log.
+    pub(crate) base: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) log: PathBuf,
+    /// Whether the programs run as the `postgres` user (this process is root).
+    pub(crate) as_root: bool,
+}
+
+impl Layout {
+    /// Finds the binaries and creates a fresh `<temp>/<prefix>-<pid>-<random>` directory that
+    /// the server's user owns.
+    pub(crate) fn create(prefix: &str) -> Result<Layout, TestDbError> {
         let bin = find_bin_dir().ok_or(TestDbError::NoServer)?;
         let as_root = is_root();
         let base = std::env::temp_dir().join(format!(
-            "tasklib-pg-{}-{}",
+            "{prefix}-{}-{}",
             std::process::id(),
             crate::service::random_suffix()
         ));
         create_base_dir(&base, as_root)?;
-        let data = base.join("data");
-        let log = base.join("postgres.log");
+        Ok(Layout {
+            data: base.join("data"),
+            log: base.join("postgres.log"),
+            bin,
+            base,
+            as_root,
+        })
+    }
+
+    /// `initdb`: user `postgres`, trust authentication, UTF-8, C locale, no sync.
+    pub(crate) fn initdb(&self) -> Result<(), TestDbError> {
         run(
             "initdb",
-            pg(as_root, &bin.join("initdb")).arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]),
-        )?;
-        let options = format!(
-            "-k {} -h '' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=400 -c shared_buffers=64MB",
-            base.display()
-        );
-        let started = run(
-            "pg_ctl start",
-            pg(as_root, &bin.join("pg_ctl"))
+            pg(self.as_root, &self.bin.join("initdb"))
                 .arg("-D")
-                .arg(&data)
+                .arg(&self.data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]),
+        )
+    }
+
+    /// The server's options: the socket in `base` only, durability off (throwaway data).
+    pub(crate) fn options(&self, max_connections: u32, shared_buffers: &str) -> String {
+        format!(
+            "-k {} -h '' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections={max_connections} -c shared_buffers={shared_buffers}",
+            self.base.display()
+        )
+    }
+
+    /// Runs `pg_ctl -D data -l log -w -t 60 <args>`. The log file matters beyond logging:
+    /// without it the server would inherit pg_ctl's output pipes, and waiting for pg_ctl's
+    /// output would wait for the server to exit.
+    pub(crate) fn pg_ctl(&self, step: &'static str, args: &[&str]) -> Result<(), TestDbError> {
+        run(
+            step,
+            pg(self.as_root, &self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
                 .arg("-l")
-                .arg(&log)
-                .args(["-w", "-t", "60", "-o", &options, "start"]),
-        );
-        arm_watchdog(&bin, &base, &data, as_root);
-        if let Err(err) = started {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: String = tail
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            return Err(TestDbError::Cluster {
-                step: "pg_ctl start",
-                detail: format!("{err}\nserver log:\n{tail}"),
-            });
+                .arg(&self.log)
+                .args(["-w", "-t", "60"])
+                .args(args),
+        )
+    }
+
+    /// Adds the last lines of the server log to a failed step's error.
+    pub(crate) fn with_log(&self, error: TestDbError) -> TestDbError {
+        match error {
+            TestDbError::Cluster { step, detail } => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                TestDbError::Cluster {
+                    step,
+                    detail: format!("{detail}\nserver log:\n{tail}"),
+                }
+            }
+            other => other,
         }
-        tracing::info!(dir = %base.display(), "started a throwaway PostgreSQL cluster");
-        Ok(Cluster {
-            socket_dir: base,
-            port: PORT,
-        })
     }
 
     /// A URL for `database` that sqlx (SeaORM) and tokio-postgres both accept: the socket
     /// directory, percent-encoded, as the host. (A `?host=` parameter beside a `localhost`
     /// host would make tokio-postgres try TCP on localhost first.)
     pub(crate) fn url(&self, database: &str) -> String {
-        let dir = self.socket_dir.display().to_string().replace('/', "%2F");
-        format!("postgres://postgres@{dir}:{}/{database}", self.port)
+        let dir = self.base.display().to_string().replace('/', "%2F");
+        format!("postgres://postgres@{dir}:{PORT}/{database}")
+    }
+
+    /// Stops the cluster and removes its directory once this process is gone.
+    pub(crate) fn arm_watchdog(&self) {
+        let pg_ctl = sh_quote(&self.bin.join("pg_ctl").display().to_string());
+        let stop = format!(
+            "{}{pg_ctl} -D {} -m immediate stop",
+            if self.as_root {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
+            sh_quote(&self.data.display().to_string()),
+        );
+        let cleanup = format!(
+            "{stop} >/dev/null 2>&1; rm -rf {}",
+            sh_quote(&self.base.display().to_string())
+        );
+        watchdog::after_exit("a throwaway PostgreSQL cluster", &cleanup, &[]);
     }
 }
 
@@ -192,25 +262,6 @@ pub(crate) fn io(step: &'static str, error: &std::io::Error) -> TestDbError {
         step,
         detail: error.to_string(),
     }
-}
-
-/// Stops the cluster and removes its directory once this process is gone.
-pub(crate) fn arm_watchdog(bin: &Path, base: &Path, data: &Path, as_root: bool) {
-    let pg_ctl = sh_quote(&bin.join("pg_ctl").display().to_string());
-    let stop = format!(
-        "{}{pg_ctl} -D {} -m immediate stop",
-        if as_root {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        },
-        sh_quote(&data.display().to_string()),
-    );
-    let cleanup = format!(
-        "{stop} >/dev/null 2>&1; rm -rf {}",
-        sh_quote(&base.display().to_string())
-    );
-    watchdog::after_exit("a throwaway PostgreSQL cluster", &cleanup, &[]);
 }
 
 /// As root, checks that the `postgres` user exists to run the server as.

@@ -1,14 +1,11 @@
 //! [`TestCluster`]: a PostgreSQL server of one test's own, which the test may restart.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use tokio_postgres::NoTls;
 
-use crate::cluster::{arm_watchdog, create_base_dir, find_bin_dir, is_root, pg, run};
+use crate::cluster::Layout;
 use crate::error::TestDbError;
-
-const PORT: u16 = 5432;
 
 /// A whole PostgreSQL server for one test, for what a shared server cannot be used for:
 /// restarting it under a running application (`pg_ctl restart -m fast`).
@@ -36,11 +33,7 @@ const PORT: u16 = 5432;
 /// ```
 #[must_use = "the cluster is stopped when this value is dropped"]
 pub struct TestCluster {
-    bin: PathBuf,
-    base: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    as_root: bool,
+    layout: Layout,
     /// The server's command-line options, for starting it again after [`stop`](Self::stop).
     options: String,
 }
@@ -61,58 +54,25 @@ impl TestCluster {
     }
 
     fn start_blocking() -> Result<TestCluster, TestDbError> {
-        let bin = find_bin_dir().ok_or(TestDbError::NoServer)?;
-        let as_root = is_root();
-        let base = std::env::temp_dir().join(format!(
-            "tasklib-pgp-{}-{}",
-            std::process::id(),
-            crate::service::random_suffix()
-        ));
-        create_base_dir(&base, as_root)?;
-        let data = base.join("data");
-        let log = base.join("postgres.log");
-        let options = format!(
-            "-k {} -h '' -p {PORT} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=100 -c shared_buffers=32MB",
-            base.display()
-        );
+        let layout = Layout::create("tasklib-pgp")?;
         let cluster = TestCluster {
-            bin,
-            base,
-            data,
-            log,
-            as_root,
-            options,
+            options: layout.options(100, "32MB"),
+            layout,
         };
         // From here on, dropping `cluster` cleans up whatever exists.
-        run(
-            "initdb",
-            pg(as_root, &cluster.bin.join("initdb"))
-                .arg("-D")
-                .arg(&cluster.data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ]),
-        )?;
-        let started = cluster.pg_ctl("pg_ctl start", &["-o", &cluster.options, "start"]);
-        arm_watchdog(&cluster.bin, &cluster.base, &cluster.data, as_root);
-        started.map_err(|e| cluster.with_log(e))?;
-        tracing::info!(dir = %cluster.base.display(), "started a private PostgreSQL cluster");
+        let layout = &cluster.layout;
+        layout.initdb()?;
+        let started = layout.pg_ctl("pg_ctl start", &["-o", &cluster.options, "start"]);
+        layout.arm_watchdog();
+        started.map_err(|e| layout.with_log(e))?;
+        tracing::info!(dir = %layout.base.display(), "started a private PostgreSQL cluster");
         Ok(cluster)
     }
 
     /// A URL for `database` on this cluster, as user `postgres`; SeaORM (sqlx) and
     /// tokio-postgres both accept it.
     pub fn url(&self, database: &str) -> String {
-        let dir = self.base.display().to_string().replace('/', "%2F");
-        format!("postgres://postgres@{dir}:{PORT}/{database}")
+        self.layout.url(database)
     }
 
     /// Creates an empty database `tasklib_test_<random>` and returns its URL
@@ -184,81 +144,37 @@ impl TestCluster {
         step: &'static str,
         args: Vec<S>,
     ) -> Result<(), TestDbError> {
-        let bin = self.bin.clone();
-        let data = self.data.clone();
-        let log = self.log.clone();
-        let as_root = self.as_root;
+        let layout = self.layout.clone();
         let done = tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-            pg_ctl(as_root, &bin, &data, &log, step, &args)
+            layout.pg_ctl(step, &args)
         })
         .await
         .map_err(|e| TestDbError::Cluster {
             step,
             detail: e.to_string(),
         })?;
-        done.map_err(|e| self.with_log(e))
+        done.map_err(|e| self.layout.with_log(e))
     }
-
-    fn pg_ctl(&self, step: &'static str, args: &[&str]) -> Result<(), TestDbError> {
-        pg_ctl(self.as_root, &self.bin, &self.data, &self.log, step, args)
-    }
-
-    /// Adds the last lines of the server log to a failed step's error.
-    fn with_log(&self, error: TestDbError) -> TestDbError {
-        match error {
-            TestDbError::Cluster { step, detail } => {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-                TestDbError::Cluster {
-                    step,
-                    detail: format!("{detail}\nserver log:\n{tail}"),
-                }
-            }
-            other => other,
-        }
-    }
-}
-
-/// Runs `pg_ctl -D data -l log -w -t 60 <args>`. The log file matters beyond logging: without
-/// it the server would inherit pg_ctl's output pipes, and waiting for pg_ctl's output would
-/// wait for the server to exit.
-fn pg_ctl(
-    as_root: bool,
-    bin: &std::path::Path,
-    data: &std::path::Path,
-    log: &std::path::Path,
-    step: &'static str,
-    args: &[&str],
-) -> Result<(), TestDbError> {
-    run(
-        step,
-        pg(as_root, &bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(data)
-            .arg("-l")
-            .arg(log)
-            .args(["-w", "-t", "60"])
-            .args(args),
-    )
 }
 
 impl fmt::Debug for TestCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestCluster")
-            .field("dir", &self.base)
+            .field("dir", &self.layout.base)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if self.data.join("postmaster.pid").exists()
-            && let Err(error) = self.pg_ctl("pg_ctl stop", &["-m", "immediate", "stop"])
+        if self.layout.data.join("postmaster.pid").exists()
+            && let Err(error) = self
+                .layout
+                .pg_ctl("pg_ctl stop", &["-m", "immediate", "stop"])
         {
             tracing::warn!(%error, "could not stop a private cluster; its watchdog will");
         }
-        let _ = std::fs::remove_dir_all(&self.base);
+        let _ = std::fs::remove_dir_all(&self.layout.base);
     }
 }
