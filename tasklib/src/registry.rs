@@ -116,6 +116,12 @@ impl Registry {
         tasks.get(name).cloned()
     }
 
+    /// The handler of `name`: what a worker runs for each task (one `Arc` clone, no more).
+    pub(crate) fn handler(&self, name: &str) -> Option<Arc<dyn ErasedHandler>> {
+        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
+        tasks.get(name).map(|r| Arc::clone(&r.handler))
+    }
+
     /// The registered task types, by name.
     pub(crate) fn infos(&self) -> Vec<TaskInfo> {
         let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);

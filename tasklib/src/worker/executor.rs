@@ -139,13 +139,13 @@ async fn run(
     ctx: TaskContext,
     timeout: Option<Duration>,
 ) -> Result<serde_json::Value, TaskError> {
-    let Some(registered) = pool.tasks.registry().get(name) else {
+    let Some(handler) = pool.tasks.registry().handler(name) else {
         // Only registered names are claimed; a pool whose registry lost the name is a bug.
         return Err(TaskError::permanent(format!(
             "no handler registered for `{name}` in this worker"
         )));
     };
-    let run = AssertUnwindSafe(registered.handler.call(args, ctx)).catch_unwind();
+    let run = AssertUnwindSafe(handler.call(args, ctx)).catch_unwind();
     let finished = match timeout {
         Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
         None => Ok(run.await),

@@ -46,6 +46,8 @@ struct ClaimDone {
     slots: Option<OwnedSemaphorePermit>,
     asked: usize,
     began: Instant,
+    /// The producer's wake-up count when the claim was sent.
+    wakes: u64,
 }
 
 type ClaimFuture = Pin<Box<dyn Future<Output = ClaimDone> + Send>>;
@@ -71,6 +73,10 @@ struct Producer {
     /// After rows claimed ahead waited too long: the queue's finished count then. Nothing is
     /// claimed ahead until a task finishes.
     stuck_at: Option<u64>,
+    /// Wake-ups (notifications, poll ticks) so far. One that arrives while a claim is on its
+    /// way may announce rows that claim could not see: a short claim does not then mean the
+    /// queue is empty.
+    wakes: u64,
 }
 
 pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
@@ -86,6 +92,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
         retry_at: None,
         asked: 0,
         stuck_at: None,
+        wakes: 0,
     };
     let mut claiming: FuturesUnordered<ClaimFuture> = FuturesUnordered::new();
     loop {
@@ -111,9 +118,9 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
                 }
             }
             _ = p.queue.slot_freed.notified(), if wants_slot => {}
-            _ = p.queue.wake.notified() => p.may_have_work = true,
+            _ = p.queue.wake.notified() => p.woken(),
             _ = tokio::time::sleep_until(p.next_poll), if claiming.is_empty() => {
-                p.may_have_work = true;
+                p.woken();
                 p.next_poll = Instant::now() + p.pool.jittered_poll();
             }
             _ = sleep_until(p.retry_at) => p.retry_at = None,
@@ -152,6 +159,12 @@ fn claim_size(want: usize) -> usize {
 }
 
 impl Producer {
+    /// There may be work: claim again.
+    fn woken(&mut self) {
+        self.may_have_work = true;
+        self.wakes += 1;
+    }
+
     /// Rows to claim beyond the free slots now.
     fn ahead(&mut self) -> usize {
         let finished = self.queue.finished.load(Ordering::Relaxed);
@@ -217,6 +230,7 @@ impl Producer {
             }
         };
         self.asked += want;
+        let wakes = self.wakes;
         let pool = Arc::clone(&self.pool);
         let queue = Arc::clone(&self.queue);
         Some(Box::pin(async move {
@@ -236,6 +250,7 @@ impl Producer {
                 slots,
                 asked: want,
                 began,
+                wakes,
             }
         }))
     }
@@ -248,6 +263,7 @@ impl Producer {
             mut slots,
             asked,
             began,
+            wakes,
         } = done;
         self.asked -= asked;
         self.next_poll = Instant::now() + self.pool.jittered_poll();
@@ -266,7 +282,9 @@ impl Producer {
         };
         self.failures = 0;
         self.pool.stats.record_claim(rows.len());
-        self.may_have_work = rows.len() == asked;
+        // A full claim may have left rows behind; a short one means the queue had no more,
+        // unless a wake-up came while it was on its way.
+        self.may_have_work = rows.len() == asked || self.wakes != wakes;
         self.pace.observe(
             began.elapsed(),
             Instant::now().into_std(),
