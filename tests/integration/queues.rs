@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tasklib::{SubmitOptions, Task, TaskContext, TaskError, TaskOutcome, TaskWorker};
+use tasklib::{
+    ClaimAhead, SubmitOptions, Task, TaskContext, TaskError, TaskOutcome, TaskWorker, WorkerEvent,
+};
 use tokio::sync::Semaphore;
 use validator::Validate;
 
-use crate::common::{Gated, Job, TestResult, finished, job, setup, started};
+use crate::common::{Gated, Job, TestResult, finished, job, setup, started, wait_for};
 
 /// A task type that declares its own queue.
 #[derive(Debug, Serialize, Deserialize, Validate)]
@@ -90,5 +92,49 @@ async fn a_pool_serves_only_its_named_queues() -> TestResult {
             .ok_or("missing")?
             .is_pending()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_queue_sharing_slots_with_a_busy_one_is_not_starved() -> TestResult {
+    let env = setup().await?;
+    // `job` tasks (queue `default`) take 5 ms and are many; `ping` (queue `api_processing`)
+    // shares the same ten slots, since no queue is given slots of its own.
+    env.tasks.register(|job: Job, _: TaskContext| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok::<_, TaskError>(job.label)
+    })?;
+    env.tasks
+        .register(|ping: Ping, _: TaskContext| async move { Ok::<_, TaskError>(ping.n) })?;
+    env.tasks
+        .submit_many(
+            (0..3_000).map(|n| job(&n.to_string())),
+            SubmitOptions::new(),
+        )
+        .await?;
+    let pool = TaskWorker::new(&env.tasks)
+        .concurrency(10)
+        .claim_ahead(ClaimAhead::Fixed(20))
+        .poll_interval(Duration::from_secs(60))
+        .spawn()?;
+    let mut events = pool.subscribe();
+    // Once the flood is under way (slots always busy, rows claimed ahead always waiting, so
+    // half the slots are never free at once), a ping arrives.
+    let mut done = 0;
+    wait_for(&mut events, |e| {
+        if matches!(e, WorkerEvent::TaskFinished { .. }) {
+            done += 1;
+        }
+        (done >= 100).then_some(())
+    })
+    .await?;
+    let ping = env.tasks.submit(Ping { n: 7 }).await?;
+    assert_eq!(finished(&mut events, ping).await?, TaskOutcome::Completed);
+    let waiting = env.tasks.count_tasks().await?.pending;
+    assert!(
+        waiting > 0,
+        "the ping ran only after the whole flood (nothing of it was still pending)"
+    );
+    pool.shutdown().await?;
     Ok(())
 }

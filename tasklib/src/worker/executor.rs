@@ -39,7 +39,7 @@ pub(crate) fn spawn(
     permit: OwnedSemaphorePermit,
 ) {
     let Claimed { row, cancelled } = task;
-    let id = row.id;
+    let (id, attempt) = (row.id, row.attempt);
     let span = tracing::info_span!(
         "tasklib.task",
         task.id = %row.id,
@@ -54,11 +54,13 @@ pub(crate) fn spawn(
         let pool = Arc::clone(&pool);
         async move {
             execute(&pool, &queue, row, cancelled, permit).await;
-            pool.finished(&id);
+            pool.finished(&id, attempt);
         }
         .instrument(span)
     });
-    if let Some(task) = in_flight.get_mut(&id) {
+    if let Some(task) = in_flight.get_mut(&id)
+        && task.attempt == attempt
+    {
         task.abort = Some(handle.abort_handle());
     }
 }

@@ -53,6 +53,9 @@ impl SlotGroup {
 /// outcome not yet written.
 #[derive(Debug)]
 pub(crate) struct InFlight {
+    /// Which attempt: a task rescued and claimed again by this pool while its earlier
+    /// attempt's outcome is still being written must not be dropped by that attempt.
+    pub(crate) attempt: i32,
     pub(crate) cancel: watch::Sender<bool>,
     /// Its executor, once started.
     pub(crate) abort: Option<AbortHandle>,
@@ -122,11 +125,17 @@ impl PoolShared {
 
     /// Registers a claimed task as in flight (heartbeated, cancellable, awaited at shutdown)
     /// before it starts; the receiver tells its handler of cancellation.
-    pub(crate) fn hold(&self, id: Uuid, cancel_requested: bool) -> watch::Receiver<bool> {
+    pub(crate) fn hold(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        cancel_requested: bool,
+    ) -> watch::Receiver<bool> {
         let (cancel, cancelled) = watch::channel(cancel_requested);
         self.in_flight().insert(
             id,
             InFlight {
+                attempt,
                 cancel,
                 abort: None,
             },
@@ -134,9 +143,15 @@ impl PoolShared {
         cancelled
     }
 
-    /// The attempt of `id` is over and its outcome written (or given up on).
-    pub(crate) fn finished(&self, id: &Uuid) {
-        self.in_flight().remove(id);
+    /// Attempt `attempt` of `id` is over and its outcome written (or given up on). A newer
+    /// attempt of the same task held meanwhile stays.
+    pub(crate) fn finished(&self, id: &Uuid, attempt: i32) {
+        {
+            let mut in_flight = self.in_flight();
+            if in_flight.get(id).is_some_and(|t| t.attempt == attempt) {
+                in_flight.remove(id);
+            }
+        }
         self.left.notify_waiters();
     }
 

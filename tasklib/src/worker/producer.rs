@@ -25,6 +25,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::ClaimAhead;
 use super::events::WorkerEvent;
@@ -37,6 +38,9 @@ use crate::retry::BackoffPolicy;
 /// Longest wait in the buffer before a row claimed ahead goes back to the queue.
 pub(crate) const STALE_AFTER: Duration = Duration::from_millis(100);
 
+/// Tries to hand claimed tasks back at shutdown before leaving them to lock expiry.
+const SHUTDOWN_RELEASE_TRIES: u32 = 3;
+
 /// Claims of one queue in flight at once.
 const CLAIMS_IN_FLIGHT: usize = 2;
 
@@ -45,12 +49,21 @@ struct ClaimDone {
     rows: crate::Result<Vec<ClaimedRow>>,
     slots: Option<OwnedSemaphorePermit>,
     asked: usize,
+    /// How many of the rows asked for have a reserved slot.
+    reserved: usize,
     began: Instant,
     /// The producer's wake-up count when the claim was sent.
     wakes: u64,
 }
 
 type ClaimFuture = Pin<Box<dyn Future<Output = ClaimDone> + Send>>;
+
+/// A place in the line for the group's next free slot.
+type SlotFuture =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+
+/// Rows on their way back to the queue, and the ids the database took back.
+type ReleaseFuture = Pin<Box<dyn Future<Output = (Vec<Claimed>, crate::Result<Vec<Uuid>>)> + Send>>;
 
 /// A row claimed ahead, waiting for a slot.
 struct Waiting {
@@ -68,11 +81,17 @@ struct Producer {
     /// After a failed claim: no claim before this.
     retry_at: Option<Instant>,
     next_poll: Instant,
-    /// Rows asked for by the claims in flight.
-    asked: usize,
+    /// Claims in flight.
+    claims: usize,
+    /// Rows asked for by the claims in flight beyond their reserved slots.
+    asked_ahead: usize,
+    /// Tasks this producer started; with the queue's finished count, how many run now.
+    started: u64,
     /// After rows claimed ahead waited too long: the queue's finished count then. Nothing is
-    /// claimed ahead until a task finishes.
+    /// claimed ahead again until as many tasks as there are slots have finished.
     stuck_at: Option<u64>,
+    /// A slot this queue waited for in the semaphore's line (see [`hungry`](Self::hungry)).
+    held: Option<OwnedSemaphorePermit>,
     /// Wake-ups (notifications, poll ticks) so far. One that arrives while a claim is on its
     /// way may announce rows that claim could not see: a short claim does not then mean the
     /// queue is empty.
@@ -90,11 +109,16 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
         may_have_work: true,
         failures: 0,
         retry_at: None,
-        asked: 0,
+        claims: 0,
+        asked_ahead: 0,
+        started: 0,
         stuck_at: None,
+        held: None,
         wakes: 0,
     };
     let mut claiming: FuturesUnordered<ClaimFuture> = FuturesUnordered::new();
+    let mut releasing: Option<ReleaseFuture> = None;
+    let mut in_line: Option<SlotFuture> = None;
     loop {
         if *shutdown.borrow_and_update() {
             break;
@@ -106,7 +130,18 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
             claiming.push(claim);
         }
         let p = &mut producer;
-        let stale_at = p.buffer.front().map(|w| w.since + STALE_AFTER);
+        // Keeps its place in the line across turns of the loop; leaves it when no longer
+        // hungry.
+        if !p.hungry() {
+            in_line = None;
+        } else if in_line.is_none() {
+            in_line = Some(Box::pin(Arc::clone(&p.queue.group.slots).acquire_owned()));
+        }
+        let stale_at = p
+            .buffer
+            .front()
+            .filter(|_| releasing.is_none())
+            .map(|w| w.since + STALE_AFTER);
         let wants_slot =
             !p.buffer.is_empty() || (p.may_have_work && claiming.len() < CLAIMS_IN_FLIGHT);
         tokio::select! {
@@ -117,6 +152,14 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
                     tokio::task::yield_now().await;
                 }
             }
+            slot = in_progress(&mut in_line) => {
+                in_line = None;
+                p.held = slot.ok();
+            }
+            (tasks, released) = in_progress(&mut releasing) => {
+                releasing = None;
+                p.returned(tasks, released);
+            }
             _ = p.queue.slot_freed.notified(), if wants_slot => {}
             _ = p.queue.wake.notified() => p.woken(),
             _ = tokio::time::sleep_until(p.next_poll), if claiming.is_empty() => {
@@ -124,15 +167,29 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
                 p.next_poll = Instant::now() + p.pool.jittered_poll();
             }
             _ = sleep_until(p.retry_at) => p.retry_at = None,
-            _ = sleep_until(stale_at) => p.release_stale().await,
+            _ = sleep_until(stale_at) => releasing = p.release_stale(),
             _ = shutdown.changed() => {}
         }
+    }
+    if let Some(release) = releasing {
+        let (tasks, released) = release.await;
+        producer.returned(tasks, released);
     }
     while let Some(done) = claiming.next().await {
         producer.claimed(done);
     }
-    let rest: Vec<Claimed> = producer.buffer.drain(..).map(|w| w.task).collect();
-    producer.give_back(rest, true).await;
+    if let Some(held) = producer.held.take() {
+        producer.queue.group.give_back(held);
+    }
+    producer.give_back_at_shutdown().await;
+}
+
+/// The future in `slot` to its end, or never when there is none.
+async fn in_progress<T>(slot: &mut Option<Pin<Box<dyn Future<Output = T> + Send>>>) -> T {
+    match slot {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `deadline`, or never.
@@ -165,10 +222,35 @@ impl Producer {
         self.wakes += 1;
     }
 
+    /// Whether this queue has work, nothing under way, and no free slot to claim for: the
+    /// other queues of its group hold them all. It then waits in the semaphore's line, which
+    /// is first served, so the next slot freed is its own, not taken at once for a row
+    /// another queue claimed ahead.
+    fn hungry(&self) -> bool {
+        self.may_have_work
+            && self.held.is_none()
+            && self.retry_at.is_none()
+            && self.idle()
+            && self.queue.group.slots.available_permits() == 0
+            && !self.pool.is_shutting_down()
+    }
+
+    /// Nothing of this queue's is running, waiting or being claimed.
+    fn idle(&self) -> bool {
+        let running = self
+            .started
+            .saturating_sub(self.queue.finished.load(Ordering::Relaxed));
+        running == 0 && self.buffer.is_empty() && self.claims == 0
+    }
+
     /// Rows to claim beyond the free slots now.
     fn ahead(&mut self) -> usize {
         let finished = self.queue.finished.load(Ordering::Relaxed);
-        if self.stuck_at.is_some_and(|at| at == finished) {
+        let turnover = self.queue.group.capacity as u64;
+        if self
+            .stuck_at
+            .is_some_and(|at| finished < at.saturating_add(turnover))
+        {
             return 0;
         }
         self.stuck_at = None;
@@ -189,6 +271,7 @@ impl Producer {
                 return;
             };
             self.pool.claimed_ahead.fetch_sub(1, Ordering::Relaxed);
+            self.started += 1;
             executor::spawn(
                 Arc::clone(&self.pool),
                 Arc::clone(&self.queue),
@@ -203,33 +286,65 @@ impl Producer {
     /// reserved for it, so other queues of the group cannot take them meanwhile.
     fn next_claim(&mut self) -> Option<ClaimFuture> {
         if !self.may_have_work || self.retry_at.is_some() || self.pool.is_shutting_down() {
+            if let Some(held) = self.held.take() {
+                self.queue.group.give_back(held);
+            }
             return None;
         }
         let ahead = self.ahead();
         let group = &self.queue.group;
-        let (want, slots) = loop {
-            let free = group.slots.available_permits();
-            let want = (free + ahead).saturating_sub(self.buffer.len() + self.asked);
-            // An idle pool claims at once (pickup latency); a busy one waits until a claim
-            // would fill half its slots (or half the rows it claims ahead), rather than one
-            // claim per freed slot.
-            let idle = free == group.capacity && self.buffer.is_empty();
-            if want == 0 || (!idle && want < claim_batch(group.capacity).max(ahead / 2)) {
+        // A queue with nothing of its own under way claims for any free slot: at once when
+        // the pool is idle (pickup latency), and without waiting for half the slots when
+        // other queues of its group keep them busy (it would never see half of them free).
+        // A busy queue waits until a claim would fill half the slots (or half the rows it
+        // claims ahead), rather than one claim per freed slot.
+        let idle = self.idle();
+        let least = if idle {
+            1
+        } else {
+            claim_batch(group.capacity).max(ahead / 2)
+        };
+        let held = usize::from(self.held.is_some());
+        let (want, reserve, slots) = loop {
+            let free = group.slots.available_permits() + held;
+            let want = (free + ahead).saturating_sub(self.buffer.len() + self.asked_ahead);
+            if want == 0 || want < least {
+                if let Some(held) = self.held.take() {
+                    group.give_back(held);
+                }
                 return None;
             }
             let want = claim_size(want);
             let reserve = free.min(want);
             if reserve == 0 {
-                break (want, None);
+                break (want, 0, None);
             }
-            match Arc::clone(&group.slots).try_acquire_many_owned(reserve as u32) {
-                Ok(slots) => break (want, Some(slots)),
+            let more = reserve - held;
+            let taken = if more == 0 {
+                Ok(None)
+            } else {
+                Arc::clone(&group.slots)
+                    .try_acquire_many_owned(more as u32)
+                    .map(Some)
+            };
+            match taken {
+                Ok(more) => {
+                    let slots = match (self.held.take(), more) {
+                        (Some(mut held), Some(more)) => {
+                            held.merge(more);
+                            Some(held)
+                        }
+                        (held, more) => held.or(more),
+                    };
+                    break (want, reserve, slots);
+                }
                 // Another queue of the group took some; count again.
                 Err(TryAcquireError::NoPermits) => continue,
                 Err(TryAcquireError::Closed) => return None,
             }
         };
-        self.asked += want;
+        self.claims += 1;
+        self.asked_ahead += want - reserve;
         let wakes = self.wakes;
         let pool = Arc::clone(&self.pool);
         let queue = Arc::clone(&self.queue);
@@ -249,6 +364,7 @@ impl Producer {
                 rows,
                 slots,
                 asked: want,
+                reserved: reserve,
                 began,
                 wakes,
             }
@@ -262,15 +378,19 @@ impl Producer {
             rows,
             mut slots,
             asked,
+            reserved,
             began,
             wakes,
         } = done;
-        self.asked -= asked;
+        self.claims -= 1;
+        self.asked_ahead -= asked - reserved;
         self.next_poll = Instant::now() + self.pool.jittered_poll();
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
-                drop(slots);
+                if let Some(slots) = slots {
+                    self.queue.group.give_back(slots);
+                }
                 self.failures += 1;
                 let delay = BackoffPolicy::reconnect()
                     .delay(self.failures)
@@ -290,16 +410,19 @@ impl Producer {
             Instant::now().into_std(),
             self.queue.finished.load(Ordering::Relaxed),
         );
-        if self.pool.is_shutting_down() {
-            slots = None;
+        if self.pool.is_shutting_down()
+            && let Some(reserved) = slots.take()
+        {
+            self.queue.group.give_back(reserved);
         }
         let mut started = false;
         for row in rows {
-            let cancelled = self.pool.hold(row.id, row.cancel_requested);
+            let cancelled = self.pool.hold(row.id, row.attempt, row.cancel_requested);
             let task = Claimed { row, cancelled };
             match slots.as_mut().and_then(|s| s.split(1)) {
                 Some(slot) => {
                     started = true;
+                    self.started += 1;
                     executor::spawn(Arc::clone(&self.pool), Arc::clone(&self.queue), task, slot);
                 }
                 None => {
@@ -318,9 +441,11 @@ impl Producer {
         started
     }
 
-    /// Gives back the rows that waited too long, and stops claiming ahead until the pace is
-    /// measured again.
-    async fn release_stale(&mut self) {
+    /// Sends back the rows that waited too long (after starting what free slots allow),
+    /// and stops claiming ahead for a while (see [`ahead`](Self::ahead)). The release runs
+    /// beside the loop, so claims in flight keep being read meanwhile.
+    fn release_stale(&mut self) -> Option<ReleaseFuture> {
+        self.start_waiting();
         let now = Instant::now();
         let mut stale = Vec::new();
         while let Some(waiting) = self.buffer.front()
@@ -330,45 +455,84 @@ impl Producer {
                 stale.push(waiting.task);
             }
         }
+        if stale.is_empty() {
+            return None;
+        }
         self.pace.slow_down();
         self.stuck_at = Some(self.queue.finished.load(Ordering::Relaxed));
-        self.give_back(stale, false).await;
+        let pool = Arc::clone(&self.pool);
+        Some(Box::pin(async move {
+            let released = release(&pool, &stale).await;
+            (stale, released)
+        }))
     }
 
-    /// Hands held rows back to the queue untouched (the attempt does not count).
-    async fn give_back(&self, tasks: Vec<Claimed>, at_shutdown: bool) {
+    /// The end of a release of rows claimed ahead. Rows the database did not take back were
+    /// no longer ours (rescued and claimed again elsewhere): they are dropped too. When the
+    /// release failed, the rows are kept: they start when a slot frees, or go back later.
+    fn returned(&mut self, tasks: Vec<Claimed>, released: crate::Result<Vec<Uuid>>) {
+        match released {
+            Ok(ids) => {
+                tracing::debug!(queue = %self.queue.name, released = ids.len(), "returned tasks claimed ahead that waited too long");
+                self.let_go(&tasks, ids, false);
+            }
+            Err(error) => {
+                tracing::warn!(queue = %self.queue.name, error = %crate::task::error_chain(&error), "could not return tasks claimed ahead to the queue; keeping them");
+                let now = Instant::now();
+                for task in tasks.into_iter().rev() {
+                    self.buffer.push_front(Waiting { task, since: now });
+                }
+            }
+        }
+    }
+
+    /// At shutdown: hands every held row back, trying a few times. Rows that cannot be handed
+    /// back are rescued when their lock expires (which counts as an attempt).
+    async fn give_back_at_shutdown(&mut self) {
+        let tasks: Vec<Claimed> = self.buffer.drain(..).map(|w| w.task).collect();
         if tasks.is_empty() {
             return;
         }
-        let ids: Vec<_> = tasks.iter().map(|t| t.row.id).collect();
-        let queue = &self.queue.name;
-        let returned = match store::release(self.pool.tasks.db(), ids.clone(), &self.pool.worker_id)
-            .await
-        {
-            Ok(n) if at_shutdown => {
-                tracing::info!(%queue, released = n, "returned claimed tasks to the queue at shutdown");
-                true
-            }
-            Ok(n) => {
-                tracing::debug!(%queue, released = n, "returned tasks claimed ahead that waited too long");
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%queue, error = %crate::task::error_chain(&error), "could not return claimed tasks to the queue; they will be rescued when their lock expires");
-                false
+        let mut tries = 0;
+        let ids = loop {
+            tries += 1;
+            match release(&self.pool, &tasks).await {
+                Ok(ids) => break ids,
+                Err(error) if tries < SHUTDOWN_RELEASE_TRIES => {
+                    tracing::warn!(queue = %self.queue.name, error = %crate::task::error_chain(&error), "returning claimed tasks at shutdown failed; trying again");
+                    tokio::time::sleep(BackoffPolicy::reconnect().delay(tries)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(queue = %self.queue.name, error = %crate::task::error_chain(&error), "could not return claimed tasks at shutdown; they will be rescued when their lock expires");
+                    break Vec::new();
+                }
             }
         };
+        tracing::info!(queue = %self.queue.name, released = ids.len(), "returned claimed tasks to the queue at shutdown");
+        self.let_go(&tasks, ids, true);
+    }
+
+    /// Stops holding `tasks`; `released` of them went back to the queue.
+    fn let_go(&self, tasks: &[Claimed], released: Vec<Uuid>, at_shutdown: bool) {
         self.pool
             .claimed_ahead
-            .fetch_sub(ids.len(), Ordering::Relaxed);
-        for id in &ids {
-            self.pool.finished(id);
+            .fetch_sub(tasks.len(), Ordering::Relaxed);
+        for task in tasks {
+            self.pool.finished(&task.row.id, task.row.attempt);
         }
-        if returned {
-            self.pool
-                .emit(WorkerEvent::TasksReturned { ids, at_shutdown });
+        if !released.is_empty() {
+            self.pool.emit(WorkerEvent::TasksReturned {
+                ids: released,
+                at_shutdown,
+            });
         }
     }
+}
+
+/// Hands claimed, unstarted attempts back to the queue; the ids that went back.
+async fn release(pool: &PoolShared, tasks: &[Claimed]) -> crate::Result<Vec<Uuid>> {
+    let attempts: Vec<(Uuid, i32)> = tasks.iter().map(|t| (t.row.id, t.row.attempt)).collect();
+    store::release(pool.tasks.db(), &attempts, &pool.worker_id).await
 }
 
 #[cfg(test)]

@@ -99,21 +99,25 @@ WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
 "#;
 
-/// Hands tasks claimed but never started back to the queue, undoing the claim (at shutdown,
-/// and for rows claimed ahead that waited too long). The attempt does not count. Notifies
-/// each queue that got rows back, so idle workers take them at once.
+/// Hands attempts `$3` of tasks `$1` (arrays of the same length), claimed by worker `$2` but
+/// never started, back to the queue, undoing the claim (at shutdown, and for rows claimed
+/// ahead that waited too long). Fenced like an outcome: a row rescued and claimed again since
+/// is left alone. The attempt does not count. Notifies each queue that got rows back, once,
+/// so idle workers take them at once; returns the ids released.
 pub(crate) const RELEASE: &str = r#"
 WITH released AS (
-    UPDATE tasks
-    SET state = CASE WHEN retry_count > 0 THEN 'failed' ELSE 'pending' END,
-        next_retry_at = CASE WHEN retry_count > 0 THEN now() END,
-        attempt = attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
-    WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
-    RETURNING queue
+    UPDATE tasks AS t
+    SET state = CASE WHEN t.retry_count > 0 THEN 'failed' ELSE 'pending' END,
+        next_retry_at = CASE WHEN t.retry_count > 0 THEN now() END,
+        attempt = t.attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
+    FROM unnest($1::uuid[], $3::int4[]) AS r(id, attempt)
+    WHERE t.id = ANY($1::uuid[])
+      AND t.id = r.id AND t.attempt = r.attempt AND t.worker_id = $2 AND t.state = 'running'
+    RETURNING t.id, t.queue
 )
-SELECT COALESCE(sum(q.n), 0)::bigint AS released, count(q.notified) AS queues
-FROM (SELECT count(*) AS n, pg_notify('tasks_new', queue) AS notified
-      FROM released GROUP BY queue) AS q
+SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
+            FROM (SELECT DISTINCT queue FROM released) AS q) AS notified
+FROM released
 "#;
 
 /// Rescues up to `$1` tasks whose lock expired (their worker died or stalled): the lost

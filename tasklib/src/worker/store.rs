@@ -183,20 +183,19 @@ pub(crate) async fn heartbeat(
     Ok(HeartbeatRow::find_by_statement(statement).all(db).await?)
 }
 
-#[derive(Debug, FromQueryResult)]
-struct Released {
-    released: i64,
-}
-
-/// Returns claimed-but-unstarted tasks to the queue; how many went back.
+/// Returns claimed-but-unstarted attempts to the queue; the ids that went back.
 pub(crate) async fn release(
     db: &DatabaseConnection,
-    ids: Vec<Uuid>,
+    attempts: &[(Uuid, i32)],
     worker_id: &str,
-) -> Result<u64> {
-    let statement = stmt(sql::RELEASE, vec![ids.into(), worker_id.into()]);
-    let released = Released::find_by_statement(statement).one(db).await?;
-    Ok(released.map_or(0, |r| u64::try_from(r.released).unwrap_or(0)))
+) -> Result<Vec<Uuid>> {
+    let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.iter().copied().unzip();
+    let statement = stmt(
+        sql::RELEASE,
+        vec![ids.into(), worker_id.into(), numbers.into()],
+    );
+    let released = IdRow::find_by_statement(statement).all(db).await?;
+    Ok(released.into_iter().map(|r| r.id).collect())
 }
 
 #[derive(Debug, FromQueryResult)]
