@@ -115,7 +115,7 @@ pub(crate) struct TypeDefaults<'a> {
 }
 
 /// A checked row, ready to insert.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct NewTask {
     id: Uuid,
     name: String,

@@ -23,10 +23,6 @@ use super::store::{self, AttemptRef};
 /// Most results per statement.
 const MAX_BATCH: usize = 200;
 
-/// Batch statements in flight at once: while one is on its way, the next one fills. Two
-/// made smaller batches, more statements and a slower drain (`docs/performance.md`).
-const WRITES_IN_FLIGHT: usize = 1;
-
 /// Longest wait for the results of tasks still in flight before writing a batch.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -61,19 +57,11 @@ async fn run(
     unwritten: Arc<Semaphore>,
     mut rx: mpsc::UnboundedReceiver<Done>,
 ) {
-    let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
-    let worker_id: Arc<str> = worker_id.into();
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // One write at a time: results that arrive while it is on its way wait in the channel
+    // and form the next batch. (Two writes in flight made smaller batches, more statements
+    // and a slower drain: `docs/performance.md`.)
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Ok(write_slot) = Arc::clone(&writes).acquire_owned().await else {
-            return;
-        };
-        // Results that arrived while every write was in flight join this batch.
-        while batch.len() < MAX_BATCH
-            && let Ok(done) = rx.try_recv()
-        {
-            batch.push(done);
-        }
         let deadline = tokio::time::Instant::now() + LINGER;
         // No linger once the pool's budget of unwritten outcomes is spent: the results still
         // to come wait for this write to free it.
@@ -87,13 +75,7 @@ async fn run(
                 _ => break,
             }
         }
-        let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let db = db.clone();
-        let worker_id = Arc::clone(&worker_id);
-        tokio::spawn(async move {
-            write(&db, &worker_id, batch).await;
-            drop(write_slot);
-        });
+        write(&db, &worker_id, &mut batch).await;
     }
 }
 
@@ -104,22 +86,23 @@ fn expected(batch: &[Done]) -> usize {
     batch.last().map_or(0, |d| d.others_in_flight)
 }
 
-async fn write(db: &DatabaseConnection, worker_id: &str, mut batch: Vec<Done>) {
-    let rows: Vec<(Uuid, i32, Value)> = batch
+/// Writes `batch` in one statement and answers each result; leaves `batch` empty.
+async fn write(db: &DatabaseConnection, worker_id: &str, batch: &mut Vec<Done>) {
+    let rows = batch
         .iter_mut()
-        .map(|d| (d.attempt.id, d.attempt.attempt, d.result.take()))
-        .collect();
-    match store::complete_many(db, worker_id, rows).await {
+        .map(|d| (d.attempt.id, d.attempt.attempt, d.result.take()));
+    let outcome = store::complete_many(db, worker_id, rows).await;
+    match outcome {
         Ok(written) => {
             let written: HashSet<Uuid> = written.into_iter().collect();
-            for done in batch {
+            for done in batch.drain(..) {
                 let _ = done.reply.send(Some(written.contains(&done.attempt.id)));
             }
         }
         Err(error) => {
             // Each executor retries its own write, with backoff, from here on.
             tracing::warn!(error = %crate::task::error_chain(&error), results = batch.len(), "batched completion failed; writing one by one");
-            for done in batch {
+            for done in batch.drain(..) {
                 let _ = done.reply.send(None);
             }
         }

@@ -65,8 +65,8 @@ pub struct TaskWorker {
 /// How many tasks a pool claims beyond its free slots, to start them the moment a slot frees
 /// instead of one claim round trip later. Tasks claimed ahead are `running` in the table and
 /// held by this pool; those that wait longer than 100 ms (the running tasks turned out slow)
-/// go back to the queue, and the pool claims nothing ahead again until one of its tasks
-/// finishes. `docs/concepts.md` has the details.
+/// go back to the queue, and the pool claims nothing ahead again until as many of its tasks as
+/// it has slots have finished. `docs/concepts.md` has the details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ClaimAhead {

@@ -10,6 +10,7 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::events::WorkerEvent;
+use super::store::ClaimedRow;
 use crate::client::TaskLib;
 use crate::retry::BackoffPolicy;
 
@@ -123,24 +124,24 @@ impl PoolShared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a claimed task as in flight (heartbeated, cancellable, awaited at shutdown)
-    /// before it starts; the receiver tells its handler of cancellation.
-    pub(crate) fn hold(
-        &self,
-        id: Uuid,
-        attempt: i32,
-        cancel_requested: bool,
-    ) -> watch::Receiver<bool> {
-        let (cancel, cancelled) = watch::channel(cancel_requested);
-        self.in_flight().insert(
-            id,
-            InFlight {
-                attempt,
-                cancel,
-                abort: None,
-            },
-        );
-        cancelled
+    /// Registers a claim's rows as in flight (heartbeated, cancellable, awaited at shutdown)
+    /// before they start, under one lock; each receiver tells its handler of cancellation.
+    pub(crate) fn hold(&self, rows: &[ClaimedRow]) -> Vec<watch::Receiver<bool>> {
+        let mut in_flight = self.in_flight();
+        rows.iter()
+            .map(|row| {
+                let (cancel, cancelled) = watch::channel(row.cancel_requested);
+                in_flight.insert(
+                    row.id,
+                    InFlight {
+                        attempt: row.attempt,
+                        cancel,
+                        abort: None,
+                    },
+                );
+                cancelled
+            })
+            .collect()
     }
 
     /// Attempt `attempt` of `id` is over and its outcome written (or given up on). A newer

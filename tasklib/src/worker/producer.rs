@@ -4,9 +4,10 @@
 //!
 //! It claims when it has reason to think there is work: at start, when woken by a
 //! notification for its queue, on its (jittered) poll tick, and when enough slots are free,
-//! or about to be, to be worth a claim. One claim is in flight at a time; a burst of
-//! notifications meanwhile collapses into one stored wake-up, so it costs one more query, not
-//! one per notification. An idle producer sleeps until a notification or its tick.
+//! or about to be, to be worth a claim. At most [`CLAIMS_IN_FLIGHT`] claims are on their way
+//! at once; a burst of notifications meanwhile collapses into one stored wake-up, so it costs
+//! one more query, not one per notification. An idle producer sleeps until a notification or
+//! its tick.
 //!
 //! Rows claimed ahead wait in the producer's buffer. For the pool they are in flight
 //! (heartbeated, cancellable, awaited at shutdown); in the table they are `running`, claimed
@@ -308,7 +309,7 @@ impl Producer {
         let (want, reserve, slots) = loop {
             let free = group.slots.available_permits() + held;
             let want = (free + ahead).saturating_sub(self.buffer.len() + self.asked_ahead);
-            if want == 0 || want < least {
+            if want < least {
                 if let Some(held) = self.held.take() {
                     group.give_back(held);
                 }
@@ -316,32 +317,24 @@ impl Producer {
             }
             let want = claim_size(want);
             let reserve = free.min(want);
-            if reserve == 0 {
-                break (want, 0, None);
-            }
-            let more = reserve - held;
-            let taken = if more == 0 {
-                Ok(None)
-            } else {
-                Arc::clone(&group.slots)
-                    .try_acquire_many_owned(more as u32)
-                    .map(Some)
+            // The slot waited for in line counts among those reserved; take the rest now.
+            let more = match reserve - held {
+                0 => None,
+                more => match Arc::clone(&group.slots).try_acquire_many_owned(more as u32) {
+                    Ok(more) => Some(more),
+                    // Another queue of the group took some; count again.
+                    Err(TryAcquireError::NoPermits) => continue,
+                    Err(TryAcquireError::Closed) => return None,
+                },
             };
-            match taken {
-                Ok(more) => {
-                    let slots = match (self.held.take(), more) {
-                        (Some(mut held), Some(more)) => {
-                            held.merge(more);
-                            Some(held)
-                        }
-                        (held, more) => held.or(more),
-                    };
-                    break (want, reserve, slots);
+            let slots = match (self.held.take(), more) {
+                (Some(mut held), Some(more)) => {
+                    held.merge(more);
+                    Some(held)
                 }
-                // Another queue of the group took some; count again.
-                Err(TryAcquireError::NoPermits) => continue,
-                Err(TryAcquireError::Closed) => return None,
-            }
+                (held, more) => held.or(more),
+            };
+            break (want, reserve, slots);
         };
         self.claims += 1;
         self.asked_ahead += want - reserve;
@@ -384,7 +377,8 @@ impl Producer {
         } = done;
         self.claims -= 1;
         self.asked_ahead -= asked - reserved;
-        self.next_poll = Instant::now() + self.pool.jittered_poll();
+        let now = Instant::now();
+        self.next_poll = now + self.pool.jittered_poll();
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
@@ -396,7 +390,7 @@ impl Producer {
                     .delay(self.failures)
                     .min(self.pool.poll_interval.max(Duration::from_secs(1)));
                 tracing::warn!(queue = %self.queue.name, error = %crate::task::error_chain(&error), retry_in = ?delay, "claiming tasks failed");
-                self.retry_at = Some(Instant::now() + delay);
+                self.retry_at = Some(now + delay);
                 return false;
             }
         };
@@ -406,8 +400,8 @@ impl Producer {
         // unless a wake-up came while it was on its way.
         self.may_have_work = rows.len() == asked || self.wakes != wakes;
         self.pace.observe(
-            began.elapsed(),
-            Instant::now().into_std(),
+            now.saturating_duration_since(began),
+            now.into_std(),
             self.queue.finished.load(Ordering::Relaxed),
         );
         if self.pool.is_shutting_down()
@@ -416,8 +410,8 @@ impl Producer {
             self.queue.group.give_back(reserved);
         }
         let mut started = false;
-        for row in rows {
-            let cancelled = self.pool.hold(row.id, row.attempt, row.cancel_requested);
+        let cancels = self.pool.hold(&rows);
+        for (row, cancelled) in rows.into_iter().zip(cancels) {
             let task = Claimed { row, cancelled };
             match slots.as_mut().and_then(|s| s.split(1)) {
                 Some(slot) => {
@@ -427,10 +421,7 @@ impl Producer {
                 }
                 None => {
                     self.pool.claimed_ahead.fetch_add(1, Ordering::Relaxed);
-                    self.buffer.push_back(Waiting {
-                        task,
-                        since: Instant::now(),
-                    });
+                    self.buffer.push_back(Waiting { task, since: now });
                 }
             }
         }
@@ -531,8 +522,8 @@ impl Producer {
 
 /// Hands claimed, unstarted attempts back to the queue; the ids that went back.
 async fn release(pool: &PoolShared, tasks: &[Claimed]) -> crate::Result<Vec<Uuid>> {
-    let attempts: Vec<(Uuid, i32)> = tasks.iter().map(|t| (t.row.id, t.row.attempt)).collect();
-    store::release(pool.tasks.db(), &attempts, &pool.worker_id).await
+    let attempts = tasks.iter().map(|t| (t.row.id, t.row.attempt));
+    store::release(pool.tasks.db(), attempts, &pool.worker_id).await
 }
 
 #[cfg(test)]

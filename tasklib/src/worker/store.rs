@@ -92,7 +92,7 @@ pub(crate) async fn complete(
 pub(crate) async fn complete_many(
     db: &DatabaseConnection,
     worker_id: &str,
-    done: Vec<(Uuid, i32, serde_json::Value)>,
+    done: impl ExactSizeIterator<Item = (Uuid, i32, serde_json::Value)>,
 ) -> Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(done.len());
     let mut attempts = Vec::with_capacity(done.len());
@@ -183,13 +183,14 @@ pub(crate) async fn heartbeat(
     Ok(HeartbeatRow::find_by_statement(statement).all(db).await?)
 }
 
-/// Returns claimed-but-unstarted attempts to the queue; the ids that went back.
+/// Returns claimed-but-unstarted attempts `(id, attempt)` to the queue; the ids that went
+/// back.
 pub(crate) async fn release(
     db: &DatabaseConnection,
-    attempts: &[(Uuid, i32)],
+    attempts: impl Iterator<Item = (Uuid, i32)>,
     worker_id: &str,
 ) -> Result<Vec<Uuid>> {
-    let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.iter().copied().unzip();
+    let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.unzip();
     let statement = stmt(
         sql::RELEASE,
         vec![ids.into(), worker_id.into(), numbers.into()],
