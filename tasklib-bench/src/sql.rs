@@ -2,10 +2,9 @@
 //! compiled, so `explain` shows the plans of exactly what the library sends today.
 //!
 //! They are crate-private in the library; reading the source keeps the benchmark honest
-//! without widening tasklib's public API. The statements have changed shape as tasklib was
-//! optimised (a bound or a written-in claim limit, an id array beside the completion batch);
-//! each shape known is handled, and an unknown one fails loudly rather than measure something
-//! else.
+//! without widening tasklib's public API. The parameters of each statement are checked
+//! against the shape this program knows; a changed statement fails loudly rather than measure
+//! something else.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -45,75 +44,40 @@ pub(crate) struct Prepared {
 /// no-op tasks of the default queue for worker `bench-explain`.
 pub(crate) fn claim(limit: usize) -> BenchResult<(Prepared, String)> {
     let text = tasklib_statement("CLAIM")?;
-    if text.contains("{limit}") && text.contains("$5::timestamptz") && !text.contains("$6") {
-        // The limit written into the text; $1 queue, $2 names, $3 worker, $4 lock, $5 now.
-        Ok((
-            Prepared {
-                text: text.replace("{limit}", &limit.to_string()),
-                types: "text, text[], text, float8, timestamptz",
-            },
-            "'default', '{noop}', 'bench-explain', 600, NULL".to_owned(),
-        ))
-    } else if text.contains("LIMIT $3") && text.contains("$6::timestamptz") {
-        // The limit bound; $3 limit, $4 worker, $5 lock, $6 now.
-        Ok((
-            Prepared {
-                text,
-                types: "text, text[], bigint, text, float8, timestamptz",
-            },
-            format!("'default', '{{noop}}', {limit}, 'bench-explain', 600, NULL"),
-        ))
-    } else {
-        Err("tasklib's CLAIM has parameters this program does not know: update tasklib-bench/src/sql.rs".into())
+    // The limit written into the text; $1 queue, $2 names, $3 worker, $4 lock, $5 now.
+    if !(text.contains("{limit}") && text.contains("$5::timestamptz") && !text.contains("$6")) {
+        return Err("tasklib's CLAIM has parameters this program does not know: update tasklib-bench/src/sql.rs".into());
     }
+    Ok((
+        Prepared {
+            text: text.replace("{limit}", &limit.to_string()),
+            types: "text, text[], text, float8, timestamptz",
+        },
+        "'default', '{noop}', 'bench-explain', 600, NULL".to_owned(),
+    ))
 }
 
 /// tasklib's `COMPLETE_MANY`, and the arguments of an `EXECUTE` completing attempt 1 of
 /// each of `ids` with a null result, for worker `bench-explain`.
 pub(crate) fn complete_many(ids: &[String]) -> BenchResult<(Prepared, String)> {
     let text = tasklib_statement("COMPLETE_MANY")?;
-    let id_array = format!("{{{}}}", ids.join(","));
-    // Older shapes take the batch as one JSON document.
-    let batch = serde_json::Value::Array(
-        ids.iter()
-            .map(|id| serde_json::json!({ "id": id, "attempt": 1, "result": { "value": null } }))
-            .collect(),
-    )
-    .to_string()
-    .replace('\'', "''");
-    if text.contains("unnest($1::uuid[], $2::int4[], $3::jsonb[])") && text.contains("$5") {
-        // Typed arrays: $1 ids, $2 attempts, $3 results, $4 worker, $5 now.
-        let attempts = format!("{{{}}}", vec!["1"; ids.len()].join(","));
-        let results = format!(
-            "{{{}}}",
-            vec![r#""{\"value\": null}""#; ids.len()].join(",")
-        );
-        Ok((
-            Prepared {
-                text,
-                types: "uuid[], int4[], jsonb[], text, timestamptz",
-            },
-            format!("'{id_array}', '{attempts}', '{results}', 'bench-explain', NULL"),
-        ))
-    } else if text.contains("$4::uuid[]") && !text.contains("$5") {
-        Ok((
-            Prepared {
-                text,
-                types: "jsonb, text, timestamptz, uuid[]",
-            },
-            format!("'{batch}', 'bench-explain', NULL, '{id_array}'"),
-        ))
-    } else if text.contains("$3::timestamptz") && !text.contains("$4") {
-        Ok((
-            Prepared {
-                text,
-                types: "jsonb, text, timestamptz",
-            },
-            format!("'{batch}', 'bench-explain', NULL"),
-        ))
-    } else {
-        Err("tasklib's COMPLETE_MANY has parameters this program does not know: update tasklib-bench/src/sql.rs".into())
+    // Typed arrays: $1 ids, $2 attempts, $3 results, $4 worker, $5 now.
+    if !(text.contains("unnest($1::uuid[], $2::int4[], $3::jsonb[])") && text.contains("$5")) {
+        return Err("tasklib's COMPLETE_MANY has parameters this program does not know: update tasklib-bench/src/sql.rs".into());
     }
+    let id_array = format!("{{{}}}", ids.join(","));
+    let attempts = format!("{{{}}}", vec!["1"; ids.len()].join(","));
+    let results = format!(
+        "{{{}}}",
+        vec![r#""{\"value\": null}""#; ids.len()].join(",")
+    );
+    Ok((
+        Prepared {
+            text,
+            types: "uuid[], int4[], jsonb[], text, timestamptz",
+        },
+        format!("'{id_array}', '{attempts}', '{results}', 'bench-explain', NULL"),
+    ))
 }
 
 #[cfg(test)]
