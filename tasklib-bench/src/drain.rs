@@ -92,7 +92,7 @@ pub(crate) async fn drain_on(
         pool.shutdown().await?;
     }
     for tasks in libs {
-        tasks.db().close_by_ref().await?;
+        tasks.db()?.close_by_ref().await?;
     }
     drop(client);
 
@@ -126,7 +126,7 @@ pub(crate) async fn drain_on(
     Ok(after.annotate_delta(before, own_queries, s.tasks, row))
 }
 
-/// tasklib's claim (`CLAIM` in `tasklib/src/worker/sql.rs`: the same predicate, order,
+/// tasklib's claim (`CLAIM` in `tasklib/src/engine/postgres/worker/sql.rs`: the same predicate, order,
 /// lock clause and row changes) with the limit of 10 written in, returning what an executor
 /// needs (id, attempt, args) rather than the whole row. `$1` queue, `$2` names, `$3` worker,
 /// `$4` lock seconds, `$5` now (NULL).

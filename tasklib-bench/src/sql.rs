@@ -1,4 +1,4 @@
-//! tasklib's own statements, read from `tasklib/src/worker/sql.rs` when this program is
+//! tasklib's own statements, read from `tasklib/src/engine/postgres/worker/sql.rs` when this program is
 //! compiled, so `explain` shows the plans of exactly what the library sends today.
 //!
 //! They are crate-private in the library; reading the source keeps the benchmark honest
@@ -10,7 +10,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::db::BenchResult;
 
-const SOURCE: &str = include_str!("../../tasklib/src/worker/sql.rs");
+const SOURCE: &str = include_str!("../../tasklib/src/engine/postgres/worker/sql.rs");
 
 /// A short fingerprint of tasklib's statements as compiled in, printed with the setup so a
 /// figure can be matched to the SQL it measured.

@@ -61,7 +61,7 @@ pub(crate) async fn statements(s: &Settings) -> BenchResult<Vec<Row>> {
 }
 
 async fn close(tasks: TaskLib) -> BenchResult<()> {
-    tasks.db().close_by_ref().await?;
+    tasks.db()?.close_by_ref().await?;
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 mod m20261123_000001_create_tasks;
 mod m20261130_000001_lean_indexes;
+mod m20261202_000001_chains_and_waits;
 
 /// Name of the table that records which tasklib migrations have been applied.
 pub const MIGRATION_TABLE: &str = "tasklib_migrations";
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_tasks::Migration),
             Box::new(m20261130_000001_lean_indexes::Migration),
+            Box::new(m20261202_000001_chains_and_waits::Migration),
         ]
     }
 

@@ -1,37 +1,42 @@
-//! [`TaskLib`]: the handle an application keeps. A thin facade over the store, the registry
-//! and (later) the worker pool.
+//! [`TaskLib`]: the handle an application keeps. A thin facade: it checks input and options
+//! (the same on every engine) and hands the rest to the engine.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::backend::{BackendConfig, BackendType, Capabilities, Capability};
+use crate::chain::{Chain, ChainIds, NewChain, StepArgs};
 use crate::config::Config;
-use crate::control::{self, CancelOutcome};
+use crate::control::CancelOutcome;
+use crate::engine::Engine;
+use crate::engine::postgres::{PgEngine, admin, insert, migrate, read};
 use crate::handler::{BlockingHandler, Handler};
-use crate::query::{self, QueueStatus, TaskCounts, TaskFilter};
+use crate::query::{QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
-use crate::retention;
+use crate::result::TaskResult;
 use crate::submit::{self, NewTask, SubmitOptions, TypeDefaults};
 use crate::task::Task;
 use crate::worker::{TaskWorker, WorkerPool};
-use crate::{Error, Result, TaskState, migrate};
+use crate::{Error, Result, TaskState};
 
-/// The handle to a tasklib database: register task types, submit tasks, inspect them.
+/// The handle to tasklib: register task types, submit tasks, read their results.
 ///
-/// Cheap to clone (it is an `Arc`): keep one in your application state and clone it where
-/// needed.
+/// The same calls work on every engine ([`BackendType`]); PostgreSQL, the default, also has
+/// transactional submit, listing and the admin operations. Cheap to clone (it is an `Arc`):
+/// keep one in your application state and clone it where needed.
 #[derive(Clone)]
 pub struct TaskLib {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: DatabaseConnection,
+    engine: Arc<dyn Engine>,
     config: Config,
     registry: Registry,
 }
@@ -39,25 +44,16 @@ struct Inner {
 impl fmt::Debug for TaskLib {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskLib")
+            .field("backend", &self.inner.engine.backend())
             .field("config", &self.inner.config)
             .field("registry", &self.inner.registry)
             .finish_non_exhaustive()
     }
 }
 
-/// Replaces the URL in a driver error that quotes it whole (sea-orm's "The connection string
-/// '…' cannot be parsed."), since it holds the password.
-fn redact_url(source: sea_orm::DbErr, url: &crate::RedactedUrl) -> sea_orm::DbErr {
-    match source {
-        sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(message)) => sea_orm::DbErr::Conn(
-            sea_orm::RuntimeErr::Internal(message.replace(url.expose(), &url.to_string())),
-        ),
-        other => other,
-    }
-}
-
 impl TaskLib {
-    /// Connects with every setting at its default, and applies pending migrations.
+    /// Connects to PostgreSQL with every setting at its default, and applies pending
+    /// migrations.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an empty URL, [`Error::Connect`] when the database cannot be
@@ -66,41 +62,37 @@ impl TaskLib {
         Self::connect_with(Config::builder(database_url).build()?).await
     }
 
-    /// Connects with the given configuration, and applies pending migrations unless
+    /// Connects to the engine the environment chooses (`TASK_BACKEND_TYPE`, PostgreSQL by
+    /// default) with the settings it gives (see [`ConfigBuilder::from_vars`](crate::ConfigBuilder::from_vars)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a variable is missing or wrong, and everything
+    /// [`connect_with`](Self::connect_with) returns.
+    pub async fn from_env() -> Result<TaskLib> {
+        Self::connect_with(Config::from_env()?).await
+    }
+
+    /// Connects to the engine of `config`; on PostgreSQL, applies pending migrations unless
     /// [`run_migrations`](crate::ConfigBuilder::run_migrations) is off.
     ///
     /// # Errors
-    /// As [`connect`](Self::connect).
+    /// [`Error::BackendNotCompiled`] when the engine's cargo feature is off,
+    /// [`Error::BackendUnsupported`] for Hatchet; otherwise as [`connect`](Self::connect).
     pub async fn connect_with(config: Config) -> Result<TaskLib> {
-        let mut options = ConnectOptions::new(config.database_url().expose());
-        options
-            .max_connections(config.max_connections())
-            .min_connections(0)
-            .connect_timeout(config.connect_timeout())
-            .acquire_timeout(config.connect_timeout())
-            .sqlx_logging(false)
-            // A ping on every acquire doubles the round trips of the hot path (claim, complete);
-            // only connections idle for a while, which a server restart may have broken, are
-            // checked first.
-            .test_before_acquire_if_idle_for(Duration::from_secs(30));
-        let db = Database::connect(options)
-            .await
-            .map_err(|source| Error::Connect {
-                url: config.database_url().clone(),
-                source: redact_url(source, config.database_url()),
-            })?;
-        // The pool connects lazily; make sure the server is really there.
-        db.ping().await.map_err(|source| Error::Connect {
-            url: config.database_url().clone(),
-            source,
-        })?;
-        if config.run_migrations() {
-            migrate::migrate(&db).await?;
-        }
-        tracing::debug!(url = %config.database_url(), worker_id = config.worker_id(), "tasklib connected");
+        config.backend().ensure_available()?;
+        let engine: Arc<dyn Engine> = match config.backend() {
+            BackendType::Postgres => Arc::new(PgEngine::connect(&config).await?),
+            other => {
+                // `ensure_available` lets only compiled-in engines through.
+                return Err(Error::BackendNotCompiled {
+                    backend: other,
+                    feature: other.cargo_feature().unwrap_or("none"),
+                });
+            }
+        };
         Ok(TaskLib {
             inner: Arc::new(Inner {
-                db,
+                engine,
                 config,
                 registry: Registry::default(),
             }),
@@ -112,22 +104,51 @@ impl TaskLib {
         &self.inner.config
     }
 
-    /// The connection pool, to share with the application's own SeaORM code (and to open the
-    /// transactions that [`submit_in`](Self::submit_in) takes).
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.inner.db
+    /// The engine in use.
+    pub fn backend_type(&self) -> BackendType {
+        self.inner.engine.backend()
     }
 
-    /// Applies pending migrations (see [`migrate::migrate`]).
+    /// The engine and its settings, secrets redacted.
+    pub fn backend_config(&self) -> BackendConfig {
+        self.inner.config.backend_config()
+    }
+
+    /// What the engine in use honours; submits that ask for more are refused.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.engine.capabilities()
+    }
+
+    /// The PostgreSQL engine, for what only it can do.
+    fn postgres(&self, capability: Capability) -> Result<&PgEngine> {
+        self.inner
+            .engine
+            .postgres()
+            .ok_or_else(|| Error::Unsupported {
+                backend: self.backend_type(),
+                capability,
+            })
+    }
+
+    /// The connection pool, to share with the application's own SeaORM code (and to open the
+    /// transactions that [`submit_in`](Self::submit_in) takes). PostgreSQL only.
     ///
     /// # Errors
-    /// [`Error::Migration`] when migrating fails.
+    /// [`Error::Unsupported`] on other engines.
+    pub fn db(&self) -> Result<&DatabaseConnection> {
+        Ok(self.postgres(Capability::TransactionalSubmit)?.db())
+    }
+
+    /// Applies pending migrations (see [`migrate()`](crate::migrate())). PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::Migration`] when migrating fails; [`Error::Unsupported`] on other engines.
     pub async fn migrate(&self) -> Result<()> {
-        migrate::migrate(&self.inner.db).await
+        migrate::migrate(self.db()?).await
     }
 
     /// Registers the async handler for task type `T`. Register every type before starting
-    /// workers: a worker claims only the names registered when it starts.
+    /// workers: a worker runs only the names registered when it starts.
     ///
     /// # Errors
     /// [`Error::DuplicateTask`] when `T::NAME` is already registered.
@@ -143,10 +164,6 @@ impl TaskLib {
         self.inner.registry.register_blocking::<T, H>(handler)
     }
 
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.inner.registry
-    }
-
     /// The registered task types, sorted by name.
     pub fn get_registered_tasks(&self) -> Vec<TaskInfo> {
         self.inner.registry.infos()
@@ -157,8 +174,9 @@ impl TaskLib {
     /// # Errors
     /// [`Error::InvalidArgs`] (with the field errors) when validation fails,
     /// [`Error::NulCharacter`], [`Error::ArgsTooLarge`] or [`Error::InvalidOption`] for
-    /// input PostgreSQL cannot take — in all these cases nothing is written —
-    /// and [`Error::Database`] when the insert fails.
+    /// input the engine cannot take, [`Error::Unsupported`] for an option the engine cannot
+    /// honour — in all these cases nothing is written — and [`Error::Database`] when the
+    /// write fails.
     pub async fn submit<T: Task>(&self, args: T) -> Result<Uuid> {
         self.submit_with(args, SubmitOptions::new()).await
     }
@@ -168,11 +186,13 @@ impl TaskLib {
     /// # Errors
     /// As [`submit`](Self::submit).
     pub async fn submit_with<T: Task>(&self, args: T, options: SubmitOptions) -> Result<Uuid> {
-        self.submit_in(&self.inner.db, args, options).await
+        let row = self.prepare_typed(&args, None, &options)?;
+        self.submit_one(row).await
     }
 
     /// Submits inside the caller's transaction (or through any SeaORM connection): the task
     /// exists only if that transaction commits, and workers are notified only then.
+    /// PostgreSQL only.
     ///
     /// ```no_run
     /// # use serde::{Deserialize, Serialize};
@@ -183,7 +203,7 @@ impl TaskLib {
     /// use tasklib::{SubmitOptions, TaskLib};
     ///
     /// # async fn signup(tasks: &TaskLib) -> Result<(), Box<dyn std::error::Error>> {
-    /// let txn = tasks.db().begin().await?;
+    /// let txn = tasks.db()?.begin().await?;
     /// // ... insert the user with `txn` ...
     /// tasks.submit_in(&txn, Welcome { user_id: 42 }, SubmitOptions::new()).await?;
     /// txn.commit().await?; // the task and the user appear together, or neither does
@@ -192,19 +212,21 @@ impl TaskLib {
     /// ```
     ///
     /// # Errors
-    /// As [`submit`](Self::submit).
+    /// As [`submit`](Self::submit); [`Error::Unsupported`] on other engines.
     pub async fn submit_in<C: ConnectionTrait, T: Task>(
         &self,
         conn: &C,
         args: T,
         options: SubmitOptions,
     ) -> Result<Uuid> {
+        self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_typed(&args, None, &options)?;
-        submit::insert_one(conn, row).await
+        insert::insert_one(conn, row).await
     }
 
-    /// Validates every item, then submits them all in one statement: all or nothing. The
-    /// options apply to every item. Workers get one notification per queue, not one per task.
+    /// Validates every item, then submits them all at once: all or nothing. The options apply
+    /// to every item. On PostgreSQL this is one statement, and workers get one notification
+    /// per queue, not one per task.
     ///
     /// # Errors
     /// As [`submit`](Self::submit); validation errors carry the index of the first invalid
@@ -214,30 +236,30 @@ impl TaskLib {
         items: impl IntoIterator<Item = T>,
         options: SubmitOptions,
     ) -> Result<Vec<Uuid>> {
-        self.submit_many_in(&self.inner.db, items, options).await
+        let rows = self.prepare_many(items, &options)?;
+        self.submit_rows(rows).await
     }
 
-    /// [`submit_many`](Self::submit_many) inside the caller's transaction.
+    /// [`submit_many`](Self::submit_many) inside the caller's transaction. PostgreSQL only.
     ///
     /// # Errors
-    /// As [`submit_many`](Self::submit_many).
+    /// As [`submit_many`](Self::submit_many); [`Error::Unsupported`] on other engines.
     pub async fn submit_many_in<C: ConnectionTrait, T: Task>(
         &self,
         conn: &C,
         items: impl IntoIterator<Item = T>,
         options: SubmitOptions,
     ) -> Result<Vec<Uuid>> {
-        let rows = items
-            .into_iter()
-            .enumerate()
-            .map(|(index, args)| self.prepare_typed(&args, Some(index), &options))
-            .collect::<Result<Vec<NewTask>>>()?;
-        submit::insert(conn, rows).await
+        self.postgres(Capability::TransactionalSubmit)?;
+        let rows = self.prepare_many(items, &options)?;
+        insert::insert(conn, rows).await
     }
 
     /// Submits a task by name with JSON arguments: for the CLI, other languages and generic
-    /// producers. The name must be registered here; the JSON is decoded into the registered
-    /// argument type and validated exactly like a typed submit.
+    /// producers. The arguments are an object, or an array of positional arguments mapped
+    /// onto the argument type's fields in their declared order (`["a@b.c", "Hi"]` for
+    /// `{to, subject}`). The name must be registered here; the JSON is decoded into the
+    /// registered type and validated exactly like a typed submit.
     ///
     /// # Errors
     /// [`Error::UnknownTask`] for a name not registered, [`Error::ArgsMismatch`] when the
@@ -248,14 +270,14 @@ impl TaskLib {
         args: Value,
         options: SubmitOptions,
     ) -> Result<Uuid> {
-        self.submit_json_in(&self.inner.db, name, args, options)
-            .await
+        let row = self.prepare_json(name, args, &options)?;
+        self.submit_one(row).await
     }
 
-    /// [`submit_json`](Self::submit_json) inside the caller's transaction.
+    /// [`submit_json`](Self::submit_json) inside the caller's transaction. PostgreSQL only.
     ///
     /// # Errors
-    /// As [`submit_json`](Self::submit_json).
+    /// As [`submit_json`](Self::submit_json); [`Error::Unsupported`] on other engines.
     pub async fn submit_json_in<C: ConnectionTrait>(
         &self,
         conn: &C,
@@ -263,23 +285,222 @@ impl TaskLib {
         args: Value,
         options: SubmitOptions,
     ) -> Result<Uuid> {
-        let registered = self
-            .inner
+        self.postgres(Capability::TransactionalSubmit)?;
+        let row = self.prepare_json(name, args, &options)?;
+        insert::insert_one(conn, row).await
+    }
+
+    /// Submits every step of a [`Chain`] at once (all or nothing) and returns the chain's id
+    /// and each step's, all known now. The first step is due as its options say; each later
+    /// step runs once the step before it completes, fed its output ([`Chain`] has the rule).
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit) for each step (the error names the step's index);
+    /// [`Error::InvalidOption`] for a delay on a step after the first;
+    /// [`Error::UnknownTask`] for a by-name step that is not registered;
+    /// [`Error::Unsupported`] when the engine has no chains.
+    pub async fn submit_chain(&self, chain: Chain) -> Result<ChainIds> {
+        self.capabilities()
+            .require(self.backend_type(), Capability::Chains)?;
+        if let Some(error) = chain.error {
+            return Err(error);
+        }
+        let mut steps = Vec::with_capacity(chain.steps.len());
+        for (index, step) in chain.steps.into_iter().enumerate() {
+            if index > 0 && step.options.is_delayed() {
+                return Err(Error::InvalidOption {
+                    option: "delay",
+                    reason: format!(
+                        "step {index} of the chain starts when the step before it completes; \
+                         only the first step takes a delay"
+                    ),
+                });
+            }
+            // By-name steps take their defaults (and first steps their checks) from the
+            // registry; typed steps carry their own.
+            let registered = if step.defaults.is_none() || step.check_by_name {
+                Some(self.registered(&step.name)?)
+            } else {
+                None
+            };
+            let defaults = step
+                .defaults
+                .as_ref()
+                .map(|owned| owned.borrowed())
+                .or_else(|| registered.as_ref().map(|r| TypeDefaults::of_info(&r.info)))
+                .ok_or_else(|| Error::UnknownTask {
+                    name: step.name.clone(),
+                })?;
+            let args = match step.args {
+                StepArgs::Whole(args) if step.check_by_name => match &registered {
+                    Some(registered) => (registered.check)(&step.name, args)?,
+                    None => args,
+                },
+                StepArgs::Whole(args) => args,
+                StepArgs::Extra(extra) => Value::Array(extra),
+            };
+            steps.push(self.prepare_row(&step.name, args, defaults, &step.options)?);
+        }
+        let chain = NewChain {
+            id: Uuid::now_v7(),
+            steps,
+        };
+        self.inner.engine.submit_chain(chain).await
+    }
+
+    /// The result of a task or a chain: its status, and its value or error. For a chain, the
+    /// last step's result, or the first step that failed or was cancelled.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no task or chain has this id (check with
+    /// [`Error::is_not_found`]); [`Error::Database`] when the query fails.
+    pub async fn get_result(&self, id: Uuid) -> Result<TaskResult> {
+        self.inner
+            .engine
+            .result(id)
+            .await?
+            .ok_or(Error::NotFound { id })
+    }
+
+    /// Waits until a task or a chain is finished (completed, failed for good, or cancelled)
+    /// and returns its result. On PostgreSQL the wait is woken by a notification when the
+    /// task finishes, and checks again every [`poll_interval`](crate::Config::poll_interval)
+    /// in case a notification was lost.
+    ///
+    /// # Errors
+    /// [`Error::WaitTimeout`] when `timeout` passes first (the task goes on;
+    /// [`Error::is_timeout`]); [`Error::NotFound`] for an unknown id; [`Error::Database`]
+    /// when a query fails.
+    pub async fn wait_result(&self, id: Uuid, timeout: Duration) -> Result<TaskResult> {
+        self.inner.engine.wait_result(id, timeout).await
+    }
+
+    /// The task with this id, if any: every stored fact about it. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails; [`Error::Unsupported`] on other engines.
+    pub async fn get_task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
+        read::get(self.postgres(Capability::List)?.db(), id).await
+    }
+
+    /// Tasks matching the filter, newest first. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a limit out of range or a tag filter that is not an
+    /// object; [`Error::Database`] when the query fails; [`Error::Unsupported`] on other
+    /// engines.
+    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
+        read::list(self.postgres(Capability::List)?.db(), filter).await
+    }
+
+    /// How many tasks are in each state. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails; [`Error::Unsupported`] on other engines.
+    pub async fn count_tasks(&self) -> Result<TaskCounts> {
+        read::counts(self.postgres(Capability::List)?.db()).await
+    }
+
+    /// Cancels a task: a waiting one at once, a running one by asking its handler (see
+    /// [`CancelOutcome`]). Given a chain's id, cancels the chain from its first unfinished
+    /// step on; cancelling one step of a chain cancels the steps after it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] when the task already
+    /// finished; [`Error::Database`] when the statement fails; [`Error::Unsupported`] when
+    /// the engine cannot cancel.
+    pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome> {
+        self.capabilities()
+            .require(self.backend_type(), Capability::Cancel)?;
+        self.inner.engine.cancel(id).await
+    }
+
+    /// Counts and lag per queue: how many tasks are in each state, and how long the oldest
+    /// due pending task has waited. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails; [`Error::Unsupported`] on other engines.
+    pub async fn queue_status(&self) -> Result<Vec<QueueStatus>> {
+        read::queue_status(self.postgres(Capability::List)?.db()).await
+    }
+
+    /// Re-queues a task that failed for good or was cancelled: it becomes `pending`, due now,
+    /// with its retries restored. The dead-letter workflow: fix the cause, then retry.
+    /// PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] for a task that is not
+    /// failed-for-good or cancelled; [`Error::Unsupported`] on other engines.
+    pub async fn retry(&self, id: Uuid) -> Result<()> {
+        admin::retry(self.postgres(Capability::Admin)?.db(), id).await
+    }
+
+    /// Re-queues every task that failed for good, optionally only those of one task name
+    /// and/or queue; returns how many. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the statement fails; [`Error::Unsupported`] on other engines.
+    pub async fn retry_failed(&self, name: Option<&str>, queue: Option<&str>) -> Result<u64> {
+        admin::retry_failed(self.postgres(Capability::Admin)?.db(), name, queue).await
+    }
+
+    /// Deletes finished tasks in `states` whose `completed_at` is older than `older_than`, in
+    /// batches of [`PRUNE_BATCH`](crate::PRUNE_BATCH) rows so that no statement holds many
+    /// locks; returns how many were deleted. Workers can do this in the background: see
+    /// [`TaskWorker::retention`]. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] when `states` names pending or running;
+    /// [`Error::Database`] when a statement fails; [`Error::Unsupported`] on other engines.
+    pub async fn prune(&self, states: &[TaskState], older_than: Duration) -> Result<u64> {
+        admin::prune(self.postgres(Capability::Admin)?.db(), states, older_than).await
+    }
+
+    /// Starts an in-process worker pool with `concurrency` slots, serving the queues of every
+    /// registered task type. For per-queue slots and other settings, use [`TaskWorker`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when no task type is registered or `concurrency` is 0.
+    pub fn spawn_workers(&self, concurrency: usize) -> Result<WorkerPool> {
+        TaskWorker::new(self).concurrency(concurrency).spawn()
+    }
+
+    async fn submit_rows(&self, rows: Vec<NewTask>) -> Result<Vec<Uuid>> {
+        self.inner.engine.submit(rows).await
+    }
+
+    async fn submit_one(&self, row: NewTask) -> Result<Uuid> {
+        let ids = self.inner.engine.submit(vec![row]).await?;
+        ids.into_iter()
+            .next()
+            .ok_or(Error::Database(sea_orm::DbErr::RecordNotInserted))
+    }
+
+    fn registered(&self, name: &str) -> Result<crate::registry::Registered> {
+        self.inner
             .registry
             .get(name)
             .ok_or_else(|| Error::UnknownTask {
                 name: name.to_owned(),
-            })?;
+            })
+    }
+
+    fn prepare_json(&self, name: &str, args: Value, options: &SubmitOptions) -> Result<NewTask> {
+        let registered = self.registered(name)?;
         let args = (registered.check)(name, args)?;
-        let info = &registered.info;
-        let defaults = TypeDefaults {
-            queue: &info.queue,
-            max_retries: info.max_retries,
-            timeout: info.timeout,
-            priority: info.priority,
-        };
-        let row = submit::prepare(&self.inner.config, name, args, defaults, &options)?;
-        submit::insert_one(conn, row).await
+        self.prepare_row(name, args, TypeDefaults::of_info(&registered.info), options)
+    }
+
+    fn prepare_many<T: Task>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        options: &SubmitOptions,
+    ) -> Result<Vec<NewTask>> {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, args)| self.prepare_typed(&args, Some(index), options))
+            .collect()
     }
 
     fn prepare_typed<T: Task>(
@@ -297,100 +518,30 @@ impl TaskLib {
             task: T::NAME.to_owned(),
             source,
         })?;
-        let defaults = TypeDefaults {
-            queue: T::QUEUE,
-            max_retries: T::MAX_RETRIES,
-            timeout: T::TIMEOUT,
-            priority: T::PRIORITY,
-        };
-        submit::prepare(&self.inner.config, T::NAME, json, defaults, options)
+        self.prepare_row(T::NAME, json, TypeDefaults::of::<T>(), options)
     }
 
-    /// The task with this id, if any.
-    ///
-    /// # Errors
-    /// [`Error::Database`] when the query fails.
-    pub async fn get_task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
-        query::get(&self.inner.db, id).await
-    }
-
-    /// Tasks matching the filter, newest first.
-    ///
-    /// # Errors
-    /// [`Error::InvalidOption`] for a limit out of range or a tag filter that is not an
-    /// object; [`Error::Database`] when the query fails.
-    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
-        query::list(&self.inner.db, filter).await
-    }
-
-    /// How many tasks are in each state.
-    ///
-    /// # Errors
-    /// [`Error::Database`] when the query fails.
-    pub async fn count_tasks(&self) -> Result<TaskCounts> {
-        query::counts(&self.inner.db).await
-    }
-
-    /// Cancels a task: a waiting one at once, a running one by asking its handler (see
-    /// [`CancelOutcome`]).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] when the task already
-    /// finished; [`Error::Database`] when the statement fails.
-    pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome> {
-        control::cancel(&self.inner.db, id).await
-    }
-
-    /// Counts and lag per queue: how many tasks are in each state, and how long the oldest
-    /// due pending task has waited.
-    ///
-    /// # Errors
-    /// [`Error::Database`] when the query fails.
-    pub async fn queue_status(&self) -> Result<Vec<QueueStatus>> {
-        query::queue_status(&self.inner.db).await
-    }
-
-    /// Re-queues a task that failed for good or was cancelled: it becomes `pending`, due now,
-    /// with its retries restored. The dead-letter workflow: fix the cause, then retry.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] for a task that is not
-    /// failed-for-good or cancelled.
-    pub async fn retry(&self, id: Uuid) -> Result<()> {
-        control::retry(&self.inner.db, id).await
-    }
-
-    /// Re-queues every task that failed for good, optionally only those of one task name
-    /// and/or queue; returns how many.
-    ///
-    /// # Errors
-    /// [`Error::Database`] when the statement fails.
-    pub async fn retry_failed(&self, name: Option<&str>, queue: Option<&str>) -> Result<u64> {
-        control::retry_failed(&self.inner.db, name, queue).await
-    }
-
-    /// Deletes finished tasks in `states` whose `completed_at` is older than `older_than`, in
-    /// batches of [`PRUNE_BATCH`](crate::PRUNE_BATCH) rows so that no statement holds many
-    /// locks; returns how many were deleted. Workers can do this in the background: see
-    /// [`TaskWorker::retention`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidOption`] when `states` names pending or running;
-    /// [`Error::Database`] when a statement fails.
-    pub async fn prune(
+    /// The checks every submit shares: what the engine honours, then the row's own.
+    fn prepare_row(
         &self,
-        states: &[TaskState],
-        older_than: std::time::Duration,
-    ) -> Result<u64> {
-        retention::prune(&self.inner.db, states, older_than).await
+        name: &str,
+        args: Value,
+        defaults: TypeDefaults<'_>,
+        options: &SubmitOptions,
+    ) -> Result<NewTask> {
+        submit::check_capabilities(self.backend_type(), self.capabilities(), defaults, options)?;
+        submit::prepare(&self.inner.config, name, args, defaults, options)
     }
+}
 
-    /// Starts an in-process worker pool with `concurrency` slots, serving the queues of every
-    /// registered task type. For per-queue slots and other settings, use [`TaskWorker`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] when no task type is registered or `concurrency` is 0.
-    pub fn spawn_workers(&self, concurrency: usize) -> Result<WorkerPool> {
-        TaskWorker::new(self).concurrency(concurrency).spawn()
+impl TaskWorker {
+    /// A pool for `tasks`'s registered task types, on its engine,
+    /// [`DEFAULT_CONCURRENCY`](crate::DEFAULT_CONCURRENCY) slots.
+    pub fn new(tasks: &TaskLib) -> Self {
+        TaskWorker::from_parts(
+            Arc::clone(&tasks.inner.engine),
+            tasks.inner.registry.clone(),
+            tasks.inner.config.clone(),
+        )
     }
 }

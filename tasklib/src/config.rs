@@ -1,8 +1,10 @@
 //! Configuration: a builder with documented defaults, validated once, readable from the
 //! environment.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::backend::{BackendConfig, BackendType};
 use crate::url::RedactedUrl;
 use crate::{Error, Result};
 
@@ -32,6 +34,10 @@ pub const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
+/// The Temporal frontend a `temporal` backend connects to when `TEMPORAL_HOST` is unset.
+pub const DEFAULT_TEMPORAL_HOST: &str = "localhost:7233";
+/// The Temporal namespace when `TEMPORAL_NAMESPACE` is unset.
+pub const DEFAULT_TEMPORAL_NAMESPACE: &str = "default";
 
 /// Everything `TaskLib` needs to know, validated.
 ///
@@ -52,7 +58,14 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// ```
 #[derive(Debug, Clone)]
 pub struct Config {
+    backend: BackendType,
     database_url: RedactedUrl,
+    celery_broker_url: Option<RedactedUrl>,
+    celery_result_backend: Option<RedactedUrl>,
+    temporal_host: String,
+    temporal_namespace: String,
+    temporal_tls_cert_path: Option<PathBuf>,
+    temporal_tls_key_path: Option<PathBuf>,
     max_retries: u32,
     base_retry_delay: Duration,
     retry_backoff_multiplier: f64,
@@ -75,7 +88,14 @@ impl Config {
     pub fn builder(database_url: impl Into<String>) -> ConfigBuilder {
         ConfigBuilder {
             config: Config {
+                backend: BackendType::Postgres,
                 database_url: RedactedUrl::new(database_url),
+                celery_broker_url: None,
+                celery_result_backend: None,
+                temporal_host: DEFAULT_TEMPORAL_HOST.to_owned(),
+                temporal_namespace: DEFAULT_TEMPORAL_NAMESPACE.to_owned(),
+                temporal_tls_cert_path: None,
+                temporal_tls_key_path: None,
                 max_retries: DEFAULT_MAX_RETRIES,
                 base_retry_delay: DEFAULT_BASE_RETRY_DELAY,
                 retry_backoff_multiplier: DEFAULT_RETRY_BACKOFF_MULTIPLIER,
@@ -94,19 +114,92 @@ impl Config {
         }
     }
 
-    /// Reads the configuration from the process environment: `DATABASE_URL` (required) and
-    /// the optional `TASKLIB_*` variables listed in [`ConfigBuilder::from_vars`].
+    /// Starts a configuration for another engine than PostgreSQL, with every setting at its
+    /// default; set the engine's own settings (a Celery broker URL, a Temporal host) next.
+    pub fn for_backend(backend: BackendType) -> ConfigBuilder {
+        Config::builder("").backend(backend)
+    }
+
+    /// Reads the configuration from the process environment: `TASK_BACKEND_TYPE`, the
+    /// chosen engine's variables (`DATABASE_URL` for PostgreSQL, the default) and the optional
+    /// `TASKLIB_*` variables, all listed in [`ConfigBuilder::from_vars`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when `DATABASE_URL` is missing or a variable does not parse
-    /// or is out of range.
+    /// [`Error::InvalidConfig`] when a required variable is missing or a variable does not
+    /// parse or is out of range.
     pub fn from_env() -> Result<Config> {
         ConfigBuilder::from_vars(|name| std::env::var(name).ok())?.build()
     }
 
-    /// The database URL (its `Display` and `Debug` hide the password).
+    /// The engine that runs the tasks. Defaults to [`BackendType::Postgres`].
+    pub fn backend(&self) -> BackendType {
+        self.backend
+    }
+
+    /// The engine and its settings, every secret redacted: for logs and status pages.
+    pub fn backend_config(&self) -> BackendConfig {
+        let mut settings = Vec::new();
+        match self.backend {
+            BackendType::Postgres => {
+                settings.push(("database_url", self.database_url.to_string()));
+            }
+            BackendType::Celery => {
+                if let Some(url) = &self.celery_broker_url {
+                    settings.push(("broker_url", url.to_string()));
+                }
+                if let Some(url) = &self.celery_result_backend {
+                    settings.push(("result_backend", url.to_string()));
+                }
+            }
+            BackendType::Temporal => {
+                settings.push(("host", self.temporal_host.clone()));
+                settings.push(("namespace", self.temporal_namespace.clone()));
+                if let Some(path) = &self.temporal_tls_cert_path {
+                    settings.push(("tls_cert_path", path.display().to_string()));
+                }
+                if let Some(path) = &self.temporal_tls_key_path {
+                    settings.push(("tls_key_path", path.display().to_string()));
+                }
+            }
+            BackendType::Hatchet => {}
+        }
+        BackendConfig::new(self.backend, settings)
+    }
+
+    /// The database URL (its `Display` and `Debug` hide the password). Empty on engines
+    /// other than PostgreSQL unless set.
     pub fn database_url(&self) -> &RedactedUrl {
         &self.database_url
+    }
+
+    /// The Celery broker (`TASK_CELERY_BROKER_URL`).
+    pub fn celery_broker_url(&self) -> Option<&RedactedUrl> {
+        self.celery_broker_url.as_ref()
+    }
+
+    /// The Celery result backend (`TASK_CELERY_RESULT_BACKEND`).
+    pub fn celery_result_backend(&self) -> Option<&RedactedUrl> {
+        self.celery_result_backend.as_ref()
+    }
+
+    /// The Temporal frontend, `host:port` (`TEMPORAL_HOST`). Defaults to
+    /// [`DEFAULT_TEMPORAL_HOST`].
+    pub fn temporal_host(&self) -> &str {
+        &self.temporal_host
+    }
+
+    /// The Temporal namespace (`TEMPORAL_NAMESPACE`). Defaults to
+    /// [`DEFAULT_TEMPORAL_NAMESPACE`].
+    pub fn temporal_namespace(&self) -> &str {
+        &self.temporal_namespace
+    }
+
+    /// The client certificate and key for TLS to Temporal (`TEMPORAL_TLS_CERT_PATH`,
+    /// `TEMPORAL_TLS_KEY_PATH`).
+    pub fn temporal_tls(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        self.temporal_tls_cert_path
+            .as_deref()
+            .zip(self.temporal_tls_key_path.as_deref())
     }
     /// See [`ConfigBuilder::max_retries`].
     pub fn max_retries(&self) -> u32 {
@@ -275,14 +368,83 @@ impl ConfigBuilder {
         self
     }
 
+    /// The engine that runs the tasks. Defaults to [`BackendType::Postgres`]; engines other
+    /// than PostgreSQL need their cargo feature (checked when connecting).
+    pub fn backend(mut self, backend: BackendType) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    /// The database URL (PostgreSQL).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.config.database_url = RedactedUrl::new(url);
+        self
+    }
+
+    /// The Celery broker, such as `redis://127.0.0.1:6379/0`. Required for Celery.
+    pub fn celery_broker_url(mut self, url: impl Into<String>) -> Self {
+        self.config.celery_broker_url = Some(RedactedUrl::new(url));
+        self
+    }
+
+    /// The Celery result backend, such as `redis://127.0.0.1:6379/1`.
+    pub fn celery_result_backend(mut self, url: impl Into<String>) -> Self {
+        self.config.celery_result_backend = Some(RedactedUrl::new(url));
+        self
+    }
+
+    /// The Temporal frontend, `host:port`. Defaults to [`DEFAULT_TEMPORAL_HOST`].
+    pub fn temporal_host(mut self, host: impl Into<String>) -> Self {
+        self.config.temporal_host = host.into();
+        self
+    }
+
+    /// The Temporal namespace. Defaults to [`DEFAULT_TEMPORAL_NAMESPACE`].
+    pub fn temporal_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.temporal_namespace = namespace.into();
+        self
+    }
+
+    /// A client certificate and key (PEM files) for TLS to Temporal.
+    pub fn temporal_tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.config.temporal_tls_cert_path = Some(cert.into());
+        self.config.temporal_tls_key_path = Some(key.into());
+        self
+    }
+
     /// Checks every value and returns the configuration.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first setting that is out of range.
     pub fn build(self) -> Result<Config> {
         let c = &self.config;
-        if c.database_url.expose().trim().is_empty() {
-            return invalid("database_url", "must not be empty");
+        match c.backend {
+            BackendType::Postgres if c.database_url.expose().trim().is_empty() => {
+                return invalid("database_url", "must not be empty");
+            }
+            BackendType::Celery
+                if c.celery_broker_url
+                    .as_ref()
+                    .is_none_or(|u| u.expose().trim().is_empty()) =>
+            {
+                return invalid(
+                    "celery_broker_url",
+                    "must be set for the celery backend (TASK_CELERY_BROKER_URL), e.g. \
+                     redis://127.0.0.1:6379/0",
+                );
+            }
+            BackendType::Temporal if c.temporal_host.trim().is_empty() => {
+                return invalid("temporal_host", "must not be empty");
+            }
+            BackendType::Temporal
+                if c.temporal_tls_cert_path.is_some() != c.temporal_tls_key_path.is_some() =>
+            {
+                return invalid(
+                    "temporal_tls",
+                    "TEMPORAL_TLS_CERT_PATH and TEMPORAL_TLS_KEY_PATH go together: set both or neither",
+                );
+            }
+            _ => {}
         }
         positive("base_retry_delay", c.base_retry_delay)?;
         positive("poll_interval", c.poll_interval)?;
@@ -324,11 +486,19 @@ impl ConfigBuilder {
     }
 
     /// Reads settings from named variables, through `lookup` (the environment, in
-    /// [`Config::from_env`]). Variables, all optional but the first:
+    /// [`Config::from_env`]). `TASK_BACKEND_TYPE` chooses the engine (`postgres`, the default,
+    /// `celery`, `temporal` or `hatchet`); each engine has its variables, the others are
+    /// optional:
     ///
     /// | variable | setting | format |
     /// |---|---|---|
-    /// | `DATABASE_URL` | the database | URL |
+    /// | `TASK_BACKEND_TYPE` | [`backend`](Self::backend) | `postgres`, `celery`, `temporal`, `hatchet` |
+    /// | `DATABASE_URL` | the database (required for `postgres`) | URL |
+    /// | `TASK_CELERY_BROKER_URL` (or `CELERY_BROKER_URL`) | [`celery_broker_url`](Self::celery_broker_url) (required for `celery`) | URL |
+    /// | `TASK_CELERY_RESULT_BACKEND` (or `CELERY_RESULT_BACKEND`) | [`celery_result_backend`](Self::celery_result_backend) | URL |
+    /// | `TEMPORAL_HOST` | [`temporal_host`](Self::temporal_host) | `host:port` |
+    /// | `TEMPORAL_NAMESPACE` | [`temporal_namespace`](Self::temporal_namespace) | text |
+    /// | `TEMPORAL_TLS_CERT_PATH`, `TEMPORAL_TLS_KEY_PATH` | [`temporal_tls`](Self::temporal_tls) | paths |
     /// | `TASKLIB_MAX_RETRIES` | [`max_retries`](Self::max_retries) | integer |
     /// | `TASKLIB_BASE_RETRY_DELAY` | [`base_retry_delay`](Self::base_retry_delay) | duration |
     /// | `TASKLIB_RETRY_BACKOFF_MULTIPLIER` | [`retry_backoff_multiplier`](Self::retry_backoff_multiplier) | number |
@@ -349,16 +519,37 @@ impl ConfigBuilder {
     /// such as `500ms`, `30`, `10m`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when `DATABASE_URL` is missing or a value does not parse.
+    /// [`Error::InvalidConfig`] when the chosen engine's required variable is missing, or a
+    /// value does not parse.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<ConfigBuilder> {
-        let Some(url) = lookup("DATABASE_URL").filter(|u| !u.trim().is_empty()) else {
+        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let backend = match var("TASK_BACKEND_TYPE") {
+            Some(name) => name.parse::<BackendType>()?,
+            None => BackendType::Postgres,
+        };
+        let url = var("DATABASE_URL");
+        if backend == BackendType::Postgres && url.is_none() {
             return invalid(
                 "DATABASE_URL",
                 "is not set: set it to a URL such as postgres://user:password@host:5432/dbname",
             );
-        };
-        let mut b = Config::builder(url);
-        let var = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        }
+        let mut b = Config::builder(url.unwrap_or_default()).backend(backend);
+        if let Some(v) = var("TASK_CELERY_BROKER_URL").or_else(|| var("CELERY_BROKER_URL")) {
+            b = b.celery_broker_url(v.trim());
+        }
+        if let Some(v) = var("TASK_CELERY_RESULT_BACKEND").or_else(|| var("CELERY_RESULT_BACKEND"))
+        {
+            b = b.celery_result_backend(v.trim());
+        }
+        if let Some(v) = var("TEMPORAL_HOST") {
+            b = b.temporal_host(v.trim());
+        }
+        if let Some(v) = var("TEMPORAL_NAMESPACE") {
+            b = b.temporal_namespace(v.trim());
+        }
+        b.config.temporal_tls_cert_path = var("TEMPORAL_TLS_CERT_PATH").map(PathBuf::from);
+        b.config.temporal_tls_key_path = var("TEMPORAL_TLS_KEY_PATH").map(PathBuf::from);
         if let Some(v) = var("TASKLIB_MAX_RETRIES") {
             b = b.max_retries(parse_num("TASKLIB_MAX_RETRIES", &v)?);
         }
@@ -618,5 +809,80 @@ mod tests {
         assert!(parse_duration("x", "10 parsecs").is_err());
         assert!(parse_duration("x", "").is_err());
         Ok(())
+    }
+
+    #[test]
+    fn backend_from_the_environment() -> Result<()> {
+        let pg =
+            ConfigBuilder::from_vars(vars(&[("DATABASE_URL", "postgres://u:pw@h/db")]))?.build()?;
+        assert_eq!(pg.backend(), BackendType::Postgres);
+        assert_eq!(
+            pg.backend_config().get("database_url"),
+            Some("postgres://u:***@h/db")
+        );
+
+        let celery = ConfigBuilder::from_vars(vars(&[
+            ("TASK_BACKEND_TYPE", "celery"),
+            ("CELERY_BROKER_URL", "redis://:pw@127.0.0.1:6379/0"),
+            ("TASK_CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/1"),
+        ]))?
+        .build()?;
+        assert_eq!(celery.backend(), BackendType::Celery);
+        let shown = celery.backend_config().to_string();
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("redis://127.0.0.1:6379/1"), "{shown}");
+        // The TASK_ spelling wins over Celery's own.
+        let both = ConfigBuilder::from_vars(vars(&[
+            ("TASK_BACKEND_TYPE", "celery"),
+            ("TASK_CELERY_BROKER_URL", "redis://a/0"),
+            ("CELERY_BROKER_URL", "redis://b/0"),
+        ]))?
+        .build()?;
+        assert_eq!(
+            both.celery_broker_url().map(|u| u.expose()),
+            Some("redis://a/0")
+        );
+
+        let temporal = ConfigBuilder::from_vars(vars(&[
+            ("TASK_BACKEND_TYPE", "temporal"),
+            ("TEMPORAL_NAMESPACE", "jobs"),
+        ]))?
+        .build()?;
+        assert_eq!(temporal.temporal_host(), DEFAULT_TEMPORAL_HOST);
+        assert_eq!(temporal.temporal_namespace(), "jobs");
+        Ok(())
+    }
+
+    #[test]
+    fn backend_settings_that_are_missing_or_wrong() {
+        let unknown = ConfigBuilder::from_vars(vars(&[("TASK_BACKEND_TYPE", "rabbit")]));
+        let message = unknown.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("rabbit") && message.contains("postgres, celery"),
+            "{message}"
+        );
+        let no_broker = ConfigBuilder::from_vars(vars(&[("TASK_BACKEND_TYPE", "celery")]))
+            .and_then(ConfigBuilder::build);
+        assert!(matches!(
+            no_broker,
+            Err(Error::InvalidConfig {
+                field: "celery_broker_url",
+                ..
+            })
+        ));
+        let half_tls = ConfigBuilder::from_vars(vars(&[
+            ("TASK_BACKEND_TYPE", "temporal"),
+            ("TEMPORAL_TLS_CERT_PATH", "/tmp/cert.pem"),
+        ]))
+        .and_then(ConfigBuilder::build);
+        assert!(matches!(
+            half_tls,
+            Err(Error::InvalidConfig {
+                field: "temporal_tls",
+                ..
+            })
+        ));
+        // PostgreSQL still needs its URL.
+        assert!(ConfigBuilder::from_vars(vars(&[("TASK_BACKEND_TYPE", "postgres")])).is_err());
     }
 }

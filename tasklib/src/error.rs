@@ -168,6 +168,71 @@ pub enum Error {
     /// Shutting down did not finish within the grace period.
     #[error("shutdown did not finish within {0:?}; tasks still running are left to lock expiry")]
     ShutdownTimeout(Duration),
+
+    /// The configured engine is known but this build does not contain it.
+    #[error(
+        "the `{backend}` backend is not compiled in: enable tasklib's cargo feature `{feature}` \
+         (for example `cargo build --features {feature}`)"
+    )]
+    BackendNotCompiled {
+        /// The backend asked for.
+        backend: crate::BackendType,
+        /// The cargo feature that compiles it in.
+        feature: &'static str,
+    },
+
+    /// The configured engine cannot be used at all.
+    #[error("the `{backend}` backend is {reason}")]
+    BackendUnsupported {
+        /// The backend asked for.
+        backend: crate::BackendType,
+        /// Why, and where to read more.
+        reason: String,
+    },
+
+    /// The chosen engine cannot honour what was asked (an option, or a PostgreSQL-only
+    /// operation). Nothing was done.
+    #[error(
+        "the `{backend}` backend does not support {capability}: drop that option or choose a \
+         backend that has it (docs/backends.md lists what each supports)"
+    )]
+    Unsupported {
+        /// The engine in use.
+        backend: crate::BackendType,
+        /// What it lacks.
+        capability: crate::Capability,
+    },
+
+    /// A result's value was asked for, but the task has none (it has not completed).
+    #[error("task {id} has no value: it is {status}{}", error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    NotCompleted {
+        /// The task.
+        id: Uuid,
+        /// Where it stands.
+        status: crate::TaskStatus,
+        /// Its error, if any.
+        error: Option<String>,
+    },
+
+    /// A result's value does not deserialize into the type asked for.
+    #[error("the result of task {id} does not fit the type asked for")]
+    ResultMismatch {
+        /// The task.
+        id: Uuid,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// [`wait_result`](crate::TaskLib::wait_result) gave up before the task finished. The
+    /// task goes on; wait again or read it later.
+    #[error("task {id} did not finish within {timeout:?}")]
+    WaitTimeout {
+        /// The task (or chain) waited for.
+        id: Uuid,
+        /// How long the call waited.
+        timeout: Duration,
+    },
 }
 
 fn item_suffix(index: Option<usize>) -> String {
@@ -178,6 +243,16 @@ impl Error {
     /// True when the task asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+
+    /// True when a wait for a result ran out of time (the task itself goes on).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::WaitTimeout { .. })
+    }
+
+    /// True when the chosen engine lacks what was asked of it.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
     }
 
     /// True when the error is about the caller's input (arguments, options, unknown task):

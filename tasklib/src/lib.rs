@@ -3,10 +3,14 @@
 //! A durable task queue on PostgreSQL: tasks are rows in one `tasks` table, submitted with
 //! typed, validated arguments (also inside your own transaction), claimed by workers with
 //! `FOR UPDATE SKIP LOCKED`, and woken by `LISTEN`/`NOTIFY` with polling as the fallback.
+//! The task API does not name its engine: PostgreSQL is the default and today the only one
+//! compiled in (see [Engines](#engines)).
 //!
 //! ## Quick start
 //!
 //! ```no_run
+//! use std::time::Duration;
+//!
 //! use serde::{Deserialize, Serialize};
 //! use tasklib::{SubmitOptions, Task, TaskContext, TaskError, TaskLib};
 //! use validator::Validate;
@@ -22,7 +26,7 @@
 //!
 //! impl Task for SendEmail {
 //!     const NAME: &'static str = "send_email";
-//!     type Output = bool;
+//!     type Output = String;
 //! }
 //!
 //! # #[tokio::main]
@@ -30,11 +34,12 @@
 //! // 2. Connect (this also applies tasklib's migrations, safely across instances).
 //! let tasks = TaskLib::connect("postgres://postgres@localhost/app").await?;
 //!
-//! // 3. Register a handler: a closure here, or a struct holding shared state.
+//! // 3. Register a handler (a closure here, or a struct holding shared state), then start
+//! //    workers in this process.
 //! tasks.register(|args: SendEmail, _ctx: TaskContext| async move {
-//!     println!("sending {:?} to {}", args.subject, args.to);
-//!     Ok::<_, TaskError>(true)
+//!     Ok::<_, TaskError>(format!("sent {:?} to {}", args.subject, args.to))
 //! })?;
+//! let workers = tasks.spawn_workers(4)?;
 //!
 //! // 4. Submit. Invalid arguments are an error, and nothing is written.
 //! let id = tasks
@@ -43,41 +48,109 @@
 //! let later = tasks
 //!     .submit_with(
 //!         SendEmail { to: "bob@example.com".into(), subject: "Reminder".into() },
-//!         SubmitOptions::new().delay(std::time::Duration::from_secs(60)).priority(10),
+//!         SubmitOptions::new().delay(Duration::from_secs(60)).priority(10),
 //!     )
 //!     .await?;
 //!
-//! // 5. Inspect.
-//! let task = tasks.get_task(id).await?.expect("just submitted");
-//! assert!(task.is_pending());
+//! // 5. Wait for the result: its status, and the handler's output or the error.
+//! let result = tasks.wait_result(id, Duration::from_secs(10)).await?;
+//! println!("{}: {:?}", result.status, result.value);
+//!
+//! // 6. Stop the workers; running tasks finish first.
+//! workers.shutdown().await?;
 //! # let _ = later;
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! ## Where things are
-//! - [`TaskLib`]: connect, register, submit, inspect.
-//! - [`Task`], [`Handler`], [`BlockingHandler`], [`TaskContext`], [`TaskError`]: defining
-//!   tasks and what their handlers may return.
-//! - [`SubmitOptions`]: delay, priority, queue, tags, retries and timeout per submit.
-//! - [`TaskRecord`], [`TaskFilter`], [`TaskCounts`], [`TaskState`]: reading tasks back.
-//! - [`Config`]: settings and their `DEFAULT_*` constants; also from the environment.
-//! - [`migrate()`]: the migrations, for apps that apply them as a separate step.
-//! - [`entity`]: the SeaORM entity of the `tasks` table.
-//! - [`Error`]: every failure, typed.
+//!
+//! **The client.** [`TaskLib`] is the handle an application keeps: connect, register, submit,
+//! read results, cancel; on PostgreSQL also list, count, re-queue and prune.
+//!
+//! **Defining tasks.** [`Task`] is the argument type and its name; [`Handler`] and
+//! [`BlockingHandler`] run it (async, or on the blocking thread pool); [`TaskContext`] is what
+//! a handler knows about its attempt; [`TaskError`] is the closed set of outcomes a handler may
+//! return (retry, permanent, cancel), with [`BoxError`] for the errors it wraps.
+//! [`TaskInfo`] describes a registered type ([`TaskLib::get_registered_tasks`]).
+//!
+//! **Submitting.** [`SubmitOptions`]: delay, priority, queue, tags, retries and timeout per
+//! submit ([`DEFAULT_QUEUE`] is the queue of types that name none). [`TaskLib::submit_json`]
+//! submits by name with keyword or positional JSON arguments.
+//!
+//! **Results, the same on every engine.** [`TaskLib::get_result`] and
+//! [`TaskLib::wait_result`] return a [`TaskResult`], whose [`TaskStatus`] is pending, running,
+//! completed, failed or cancelled (a task waiting for a retry is pending, with its last error).
+//!
+//! **Chains.** A [`Chain`] runs steps one after another; [`TaskLib::submit_chain`] writes them
+//! all at once and returns their [`ChainIds`]. When a step completes, its output is put in front
+//! of the next step's positional arguments, which are mapped onto the fields of that step's
+//! argument type in declared order (Celery's rule). The chain's result is the last step's, or
+//! that of the first step that failed or was cancelled; the steps after it are cancelled.
+//!
+//! **Reading tasks back (PostgreSQL).** [`TaskRecord`] is every stored fact about a task, in a
+//! [`TaskState`] ([`ParseTaskStateError`] when parsing one fails); [`TaskFilter`] selects tasks
+//! for [`TaskLib::list_tasks`] (at most [`MAX_LIST_LIMIT`] at a time, [`DEFAULT_LIST_LIMIT`]
+//! by default); [`TaskCounts`] and [`QueueStatus`] count them. [`TaskLib::cancel`] returns a
+//! [`CancelOutcome`].
+//!
+//! **Running tasks.** [`TaskWorker`] configures a pool (slots per queue, polling, retention,
+//! [`ClaimAhead`]) and [`WorkerPool`] is the running handle: [`PoolStats`] counts what it did,
+//! and [`WorkerEvent`]s, each finished attempt with its [`TaskOutcome`], report it as it goes.
+//! A pool has [`DEFAULT_CONCURRENCY`] slots unless told otherwise, and at most [`MAX_SLOTS`] per
+//! group. [`shutdown_signal`] resolves on SIGINT or SIGTERM, for
+//! [`TaskWorker::run_until`] or a web server's graceful shutdown. [`RetentionPolicy`] deletes
+//! old finished tasks in the background, [`PRUNE_BATCH`] rows at a time, every
+//! [`DEFAULT_RETENTION_INTERVAL`] by default.
+//!
+//! **Configuration.** [`Config`] and its [`ConfigBuilder`], validated once, also read from the
+//! environment ([`ConfigBuilder::from_vars`] lists the variables); durations there parse with
+//! [`parse_duration`]. The defaults are constants: [`DEFAULT_MAX_RETRIES`],
+//! [`DEFAULT_BASE_RETRY_DELAY`], [`DEFAULT_RETRY_BACKOFF_MULTIPLIER`],
+//! [`DEFAULT_MAX_RETRY_DELAY`], [`DEFAULT_RETRY_JITTER`], [`DEFAULT_LOCK_TIMEOUT`],
+//! [`DEFAULT_POLL_INTERVAL`], [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_MAX_CONNECTIONS`],
+//! [`DEFAULT_MAX_ARGS_BYTES`], [`DEFAULT_SHUTDOWN_GRACE_PERIOD`], and for Temporal
+//! [`DEFAULT_TEMPORAL_HOST`] and [`DEFAULT_TEMPORAL_NAMESPACE`]. [`RedactedUrl`] holds a URL
+//! whose `Display` and `Debug` hide the password.
+//!
+//! **The database (PostgreSQL).** [`migrate()`] and [`pending_migrations`] apply and list
+//! tasklib's migrations, for apps that run them as a separate step, under the advisory lock
+//! [`MIGRATION_LOCK_KEY`]; [`migration`] is the migration crate itself, and [`entity`] the
+//! SeaORM entity of the `tasks` table. The notification channels are
+//! [`NEW_TASKS_CHANNEL`] (new work, per queue), [`CANCEL_CHANNEL`] (cancel requests for running
+//! tasks) and [`DONE_CHANNEL`] (finished tasks someone waits for).
+//!
+//! **Errors.** [`Error`] is every failure, typed, and [`Result`] is tasklib's result type.
+//!
+//! **Worker binaries.** The `cli` module (cargo feature `cli`) turns your binary into a worker
+//! command with `--queues`, `--concurrency` and graceful SIGTERM handling.
+//!
+//! ## Engines
+//!
+//! [`BackendType`] names the engine: `postgres` (the default), `celery`, `temporal` or
+//! `hatchet`, chosen with [`ConfigBuilder::backend`] or `TASK_BACKEND_TYPE`. Only PostgreSQL is
+//! implemented; Celery and Temporal are planned behind cargo features of those names, and
+//! choosing them now fails at [`TaskLib::connect_with`] with [`Error::BackendNotCompiled`];
+//! Hatchet is not supported. [`BackendConfig`] shows the engine and its settings with secrets
+//! redacted. Each engine declares what it honours as [`Capabilities`], a set of
+//! [`Capability`]; an option the engine cannot honour is refused at submit with
+//! [`Error::Unsupported`], never dropped. `docs/backends.md` compares the engines.
 
+mod backend;
+mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod client;
 mod config;
 mod control;
+mod engine;
 pub mod entity;
 mod error;
 mod handler;
-mod migrate;
 mod query;
 mod record;
 mod registry;
+mod result;
 mod retention;
 mod retry;
 mod state;
@@ -86,28 +159,34 @@ mod task;
 mod url;
 mod worker;
 
+pub use backend::{BackendConfig, BackendType, Capabilities, Capability};
+pub use chain::{Chain, ChainIds};
 pub use client::TaskLib;
 pub use config::{
     Config, ConfigBuilder, DEFAULT_BASE_RETRY_DELAY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MAX_ARGS_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_POLL_INTERVAL, DEFAULT_QUEUE, DEFAULT_RETRY_BACKOFF_MULTIPLIER, DEFAULT_RETRY_JITTER,
-    DEFAULT_SHUTDOWN_GRACE_PERIOD, parse_duration,
+    DEFAULT_SHUTDOWN_GRACE_PERIOD, DEFAULT_TEMPORAL_HOST, DEFAULT_TEMPORAL_NAMESPACE,
+    parse_duration,
 };
 pub use control::CancelOutcome;
+pub use engine::postgres::migrate::{MIGRATION_LOCK_KEY, migrate, pending_migrations};
+pub use engine::postgres::wait::DONE_CHANNEL;
+pub use engine::postgres::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
 pub use error::{Error, Result};
 pub use handler::{BlockingHandler, Handler};
-pub use migrate::{MIGRATION_LOCK_KEY, migrate, pending_migrations};
 pub use query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, QueueStatus, TaskCounts, TaskFilter};
 pub use record::TaskRecord;
 pub use registry::TaskInfo;
+pub use result::{TaskResult, TaskStatus};
 pub use retention::{DEFAULT_RETENTION_INTERVAL, PRUNE_BATCH, RetentionPolicy};
 pub use state::{ParseTaskStateError, TaskState};
 pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
 pub use url::RedactedUrl;
 pub use worker::{
-    CANCEL_CHANNEL, ClaimAhead, DEFAULT_CONCURRENCY, MAX_SLOTS, NEW_TASKS_CHANNEL, PoolStats,
-    TaskOutcome, TaskWorker, WorkerEvent, WorkerPool, shutdown_signal,
+    ClaimAhead, DEFAULT_CONCURRENCY, MAX_SLOTS, PoolStats, TaskOutcome, TaskWorker, WorkerEvent,
+    WorkerPool, shutdown_signal,
 };
 
 /// The migration crate, re-exported (its `Migrator` is what [`migrate()`] applies).

@@ -149,15 +149,25 @@ fn check_json<T: Task>(name: &str, args: Value) -> Result<Value> {
     })
 }
 
-/// Decoding a stored row failed: the argument type changed since the task was submitted.
-/// Retrying cannot fix that, so the failure is permanent.
+/// Decodes stored arguments. Failing to is permanent: the argument type changed since the
+/// task was submitted, or a chain fed this step something that does not fit it; retrying
+/// cannot fix either. Arguments stored as a positional array (a chain step's: the previous
+/// output in front of its own) were never validated, so they are validated here.
 fn decode_args<T: Task>(args: Value) -> Result<T, TaskError> {
-    serde_json::from_value(args).map_err(|e| {
+    let positional = args.is_array();
+    let typed: T = serde_json::from_value(args).map_err(|e| {
         TaskError::permanent(format!(
-            "stored arguments do not deserialize into the argument type of `{}` (changed since submit?): {e}",
+            "stored arguments do not deserialize into the argument type of `{}` (changed since submit, or a chain step fed it the wrong output?): {e}",
             T::NAME
         ))
-    })
+    })?;
+    if positional && let Err(errors) = typed.validate() {
+        return Err(TaskError::permanent(format!(
+            "the arguments a chain gave `{}` are invalid: {errors}",
+            T::NAME
+        )));
+    }
+    Ok(typed)
 }
 
 fn encode_output<T: Task>(output: T::Output) -> Result<Value, TaskError> {

@@ -1,71 +1,13 @@
-//! Retention: deleting finished tasks older than an age, in small batches.
+//! Retention: which finished tasks to delete, and how often.
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
-
-use crate::{Error, Result, TaskState};
+use crate::TaskState;
 
 /// Rows deleted per statement: small enough that no batch holds many row locks or runs long.
 pub const PRUNE_BATCH: u32 = 1_000;
 /// How often a pool with a [`RetentionPolicy`] prunes.
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-
-/// One batch: the oldest finished rows of the given states, skipping any a concurrent pruner
-/// holds. Uses `tasks_finished_idx` (finished rows by `completed_at`).
-const PRUNE: &str = r#"
-WITH doomed AS (
-    SELECT id FROM tasks
-    WHERE completed_at IS NOT NULL
-      AND completed_at < now() - make_interval(secs => $2)
-      AND state = ANY($1::text[])
-    ORDER BY completed_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM tasks AS t USING doomed WHERE t.id = doomed.id
-"#;
-
-/// Deletes tasks in `states` (terminal states only) whose `completed_at` is older than
-/// `older_than`, batch by batch, and returns how many it deleted.
-pub(crate) async fn prune<C: ConnectionTrait>(
-    conn: &C,
-    states: &[TaskState],
-    older_than: Duration,
-) -> Result<u64> {
-    if states.is_empty() {
-        return Ok(0);
-    }
-    if let Some(state) = states
-        .iter()
-        .find(|s| matches!(s, TaskState::Pending | TaskState::Running))
-    {
-        return Err(Error::InvalidOption {
-            option: "states",
-            reason: format!("only finished tasks can be pruned, not {state} ones"),
-        });
-    }
-    let names: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
-    let mut total = 0;
-    loop {
-        let statement = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            PRUNE,
-            [
-                names.clone().into(),
-                older_than.as_secs_f64().into(),
-                i64::from(PRUNE_BATCH).into(),
-            ],
-        );
-        let deleted = conn.execute_raw(statement).await?.rows_affected();
-        total += deleted;
-        if deleted < u64::from(PRUNE_BATCH) {
-            return Ok(total);
-        }
-        // Let other work on this runtime (and this connection pool) through between batches.
-        tokio::task::yield_now().await;
-    }
-}
 
 /// What a worker pool deletes in the background, and how often. Nothing is pruned unless an
 /// age is set.

@@ -1,14 +1,15 @@
-//! Submitting tasks: per-call options, the checks that run before anything is written, and
-//! the one INSERT every submit path goes through.
+//! Submitting tasks: per-call options, and the checks that run before anything is written
+//! (whatever the engine; the engine then writes the checked rows).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::backend::{BackendType, Capabilities, Capability};
 use crate::config::Config;
+use crate::task::Task;
 use crate::{Error, Result};
 
 /// Options for one submit; anything left unset comes from the task type, then from
@@ -114,20 +115,111 @@ pub(crate) struct TypeDefaults<'a> {
     pub(crate) priority: i32,
 }
 
-/// A checked row, ready to insert.
+/// [`TypeDefaults`] that own their queue name: a chain step's, kept until submit.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedDefaults {
+    pub(crate) queue: String,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: i32,
+}
+
+impl OwnedDefaults {
+    pub(crate) fn of<T: Task>() -> OwnedDefaults {
+        OwnedDefaults {
+            queue: T::QUEUE.to_owned(),
+            max_retries: T::MAX_RETRIES,
+            timeout: T::TIMEOUT,
+            priority: T::PRIORITY,
+        }
+    }
+
+    pub(crate) fn borrowed(&self) -> TypeDefaults<'_> {
+        TypeDefaults {
+            queue: &self.queue,
+            max_retries: self.max_retries,
+            timeout: self.timeout,
+            priority: self.priority,
+        }
+    }
+}
+
+impl<'a> TypeDefaults<'a> {
+    pub(crate) fn of<T: Task>() -> TypeDefaults<'static> {
+        TypeDefaults {
+            queue: T::QUEUE,
+            max_retries: T::MAX_RETRIES,
+            timeout: T::TIMEOUT,
+            priority: T::PRIORITY,
+        }
+    }
+
+    pub(crate) fn of_info(info: &'a crate::TaskInfo) -> TypeDefaults<'a> {
+        TypeDefaults {
+            queue: &info.queue,
+            max_retries: info.max_retries,
+            timeout: info.timeout,
+            priority: info.priority,
+        }
+    }
+}
+
+/// A checked row, ready for an engine to write.
 #[derive(Debug)]
 pub(crate) struct NewTask {
-    id: Uuid,
-    name: String,
-    queue: String,
-    args: Value,
-    priority: i32,
-    max_retries: i32,
-    timeout_seconds: Option<f64>,
-    scheduled_at: Option<DateTime<Utc>>,
-    /// Seconds after the database's `now()` when `scheduled_at` is unset (0: due now).
-    delay_seconds: f64,
-    tags: Value,
+    pub(crate) id: Uuid,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) args: Value,
+    pub(crate) priority: i32,
+    pub(crate) max_retries: i32,
+    pub(crate) timeout_seconds: Option<f64>,
+    pub(crate) scheduled_at: Option<DateTime<Utc>>,
+    /// Seconds after the engine's clock (the database's `now()`) when `scheduled_at` is unset
+    /// (0: due now).
+    pub(crate) delay_seconds: f64,
+    pub(crate) tags: Value,
+}
+
+/// What an engine must honour for this submit: refuses, never drops, an option the engine
+/// cannot honour. Type defaults count too (a type's priority is as much asked for as a
+/// submit's).
+pub(crate) fn check_capabilities(
+    backend: BackendType,
+    capabilities: Capabilities,
+    defaults: TypeDefaults<'_>,
+    options: &SubmitOptions,
+) -> Result<()> {
+    let asked = [
+        (
+            Capability::Delay,
+            options.delay.is_some_and(|d| !d.is_zero()) || options.scheduled_at.is_some(),
+        ),
+        (
+            Capability::Priority,
+            options.priority.is_some_and(|p| p != 0) || defaults.priority != 0,
+        ),
+        (Capability::Retries, options.max_retries.is_some()),
+        (Capability::Timeout, options.timeout.is_some()),
+        (Capability::Tags, !options.tags.is_empty()),
+        (
+            Capability::Queues,
+            options.queue.is_some() || defaults.queue != crate::DEFAULT_QUEUE,
+        ),
+    ];
+    for (capability, wanted) in asked {
+        if wanted {
+            capabilities.require(backend, capability)?;
+        }
+    }
+    Ok(())
+}
+
+impl SubmitOptions {
+    /// True when a delay or a time was set (chain steps after the first take none).
+    pub(crate) fn is_delayed(&self) -> bool {
+        self.delay.is_some() || self.scheduled_at.is_some()
+    }
 }
 
 /// Checks a task's arguments and options and resolves its defaults. Nothing here touches the
@@ -269,122 +361,6 @@ fn pointer_or_root(path: &str) -> String {
     }
 }
 
-/// Inserts all rows in one statement: each column is one typed array parameter, zipped back
-/// into rows by `unnest`. One statement means a bulk submit is all-or-nothing and, through the
-/// statement-level trigger, sends one `NOTIFY` per queue. Delays are added to the database's
-/// `now()`, so the worker's clock and the submitter's agree.
-///
-/// Typed arrays travel in PostgreSQL's binary format and need no parsing on either side, unlike
-/// one JSON document of rows (measured: `docs/performance.md`). Array elements cannot be NULL
-/// through the driver, so absent values are encoded: a timeout of 0 (never valid) is none, and
-/// `$9` says which rows have an explicit `scheduled_at`.
-const INSERT_TASKS: &str = r#"
-INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
-SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
-       CASE WHEN r.has_scheduled_at THEN r.scheduled_at
-            ELSE now() + make_interval(secs => r.delay_seconds) END,
-       r.tags
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
-            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[])
-     AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
-          has_scheduled_at, delay_seconds, tags)
-"#;
-
-/// One row, as plain parameters: cheaper to plan than [`INSERT_TASKS`] for a single submit
-/// (measured: `docs/performance.md`). Same columns and defaults.
-const INSERT_TASK: &str = r#"
-INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
-VALUES ($1, $2, $3, $4, $5, $6, $7,
-        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10)
-"#;
-
-/// The rows of a batch as one array per column, in [`INSERT_TASKS`]'s parameter order. Takes
-/// the rows by value so their arguments are moved, not copied, into the statement.
-fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
-    let n = rows.len();
-    let mut id = Vec::with_capacity(n);
-    let mut name = Vec::with_capacity(n);
-    let mut queue = Vec::with_capacity(n);
-    let mut args = Vec::with_capacity(n);
-    let mut priority = Vec::with_capacity(n);
-    let mut max_retries = Vec::with_capacity(n);
-    let mut timeout = Vec::with_capacity(n);
-    let mut scheduled_at = Vec::with_capacity(n);
-    let mut has_scheduled_at = Vec::with_capacity(n);
-    let mut delay = Vec::with_capacity(n);
-    let mut tags = Vec::with_capacity(n);
-    for row in rows {
-        id.push(row.id);
-        name.push(row.name);
-        queue.push(row.queue);
-        args.push(row.args);
-        priority.push(row.priority);
-        max_retries.push(row.max_retries);
-        timeout.push(row.timeout_seconds.unwrap_or(0.0));
-        scheduled_at.push(row.scheduled_at.unwrap_or(DateTime::UNIX_EPOCH));
-        has_scheduled_at.push(row.scheduled_at.is_some());
-        delay.push(row.delay_seconds);
-        tags.push(row.tags);
-    }
-    vec![
-        id.into(),
-        name.into(),
-        queue.into(),
-        args.into(),
-        priority.into(),
-        max_retries.into(),
-        timeout.into(),
-        scheduled_at.into(),
-        has_scheduled_at.into(),
-        delay.into(),
-        tags.into(),
-    ]
-}
-
-/// Writes one checked row through any SeaORM connection (the pool, or the caller's
-/// transaction) and returns its id.
-pub(crate) async fn insert_one<C: ConnectionTrait>(conn: &C, row: NewTask) -> Result<Uuid> {
-    let id = row.id;
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        INSERT_TASK,
-        [
-            row.id.into(),
-            row.name.into(),
-            row.queue.into(),
-            row.args.into(),
-            row.priority.into(),
-            row.max_retries.into(),
-            row.timeout_seconds.into(),
-            row.scheduled_at.into(),
-            row.delay_seconds.into(),
-            row.tags.into(),
-        ],
-    );
-    conn.execute_raw(statement).await?;
-    Ok(id)
-}
-
-/// Writes checked rows in one statement (one row goes through [`insert_one`]) and returns
-/// their ids, in order.
-pub(crate) async fn insert<C: ConnectionTrait>(
-    conn: &C,
-    mut rows: Vec<NewTask>,
-) -> Result<Vec<Uuid>> {
-    if rows.len() <= 1 {
-        return match rows.pop() {
-            Some(row) => Ok(vec![insert_one(conn, row).await?]),
-            None => Ok(Vec::new()),
-        };
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let statement =
-        Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, columns(rows));
-    let result = conn.execute_raw(statement).await?;
-    debug_assert_eq!(result.rows_affected(), ids.len() as u64);
-    Ok(ids)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +384,45 @@ mod tests {
             Some("/".into())
         );
         assert_eq!(find_nul(&json!({"a": {"b": 1}}), &mut String::new()), None);
+    }
+
+    #[test]
+    fn options_an_engine_lacks_are_refused() {
+        let defaults = TypeDefaults {
+            queue: crate::DEFAULT_QUEUE,
+            max_retries: None,
+            timeout: None,
+            priority: 0,
+        };
+        let none = Capabilities::none();
+        let plain = SubmitOptions::new();
+        assert!(check_capabilities(BackendType::Celery, none, defaults, &plain).is_ok());
+        for (options, lacking) in [
+            (
+                SubmitOptions::new().delay(Duration::from_secs(1)),
+                Capability::Delay,
+            ),
+            (SubmitOptions::new().priority(3), Capability::Priority),
+            (SubmitOptions::new().max_retries(1), Capability::Retries),
+            (
+                SubmitOptions::new().timeout(Duration::from_secs(1)),
+                Capability::Timeout,
+            ),
+            (SubmitOptions::new().tag("k", "v"), Capability::Tags),
+            (SubmitOptions::new().queue("other"), Capability::Queues),
+        ] {
+            match check_capabilities(BackendType::Celery, none, defaults, &options) {
+                Err(Error::Unsupported { capability, .. }) => assert_eq!(capability, lacking),
+                other => panic!("{options:?}: {other:?}"),
+            }
+            let with = none.with(lacking);
+            assert!(check_capabilities(BackendType::Celery, with, defaults, &options).is_ok());
+        }
+        let typed_priority = TypeDefaults {
+            priority: 5,
+            ..defaults
+        };
+        assert!(check_capabilities(BackendType::Celery, none, typed_priority, &plain).is_err());
     }
 
     #[test]

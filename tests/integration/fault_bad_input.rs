@@ -237,7 +237,7 @@ async fn each_kind_of_bad_input_gets_its_own_error_and_writes_nothing() -> TestR
 
     // Refused before any SQL runs, so the caller's transaction is not poisoned: it goes on
     // and commits its good work.
-    let txn = tasks.db().begin().await?;
+    let txn = tasks.db()?.begin().await?;
     let bad = tasks.submit_in(&txn, job(&"z".repeat(2_000)), none()).await;
     assert!(matches!(bad, Err(Error::ArgsTooLarge { .. })), "{bad:?}");
     let bad = tasks

@@ -76,7 +76,7 @@ async fn tasks_of_a_killed_worker_process_complete_elsewhere_after_their_locks_e
     assert_eq!(held.len(), 4, "A held four tasks when it died");
 
     // Worker B, in this process, with the same handler minus the hang.
-    tasks.register(Recorder::new(tasks.db().clone(), Behaviour::Finish))?;
+    tasks.register(Recorder::new(tasks.db()?.clone(), Behaviour::Finish))?;
     let pool = TaskWorker::new(&tasks)
         .concurrency(4)
         .poll_interval(Duration::from_millis(100))

@@ -27,7 +27,7 @@ async fn more_running_handlers_than_connections_complete_without_deadlock() -> T
     // Each handler records its execution and sleeps 20 ms inside one transaction on the
     // shared pool; a gauge keeps the largest number of handlers running at once.
     let recorder = Arc::new(Recorder::new(
-        env.tasks.db().clone(),
+        env.tasks.db()?.clone(),
         Behaviour::HoldConnection(Duration::from_millis(20)),
     ));
     let running = Arc::new(AtomicUsize::new(0));

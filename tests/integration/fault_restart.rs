@@ -40,7 +40,7 @@ async fn tasks_submitted_and_worked_across_server_restarts_complete_once() -> Te
     .await?;
     create_executions(&url).await?;
     tasks.register(Recorder::new(
-        tasks.db().clone(),
+        tasks.db()?.clone(),
         Behaviour::Sleep(Duration::from_millis(20)),
     ))?;
     let pool = TaskWorker::new(&tasks).concurrency(SLOTS).spawn()?;

@@ -4,7 +4,9 @@
 mod common;
 
 mod admin;
+mod chains;
 mod config;
+mod conformance;
 mod docs;
 mod fault_bad_data;
 mod fault_bad_input;

@@ -1,5 +1,6 @@
 //! Migrations: applied at connect, safely by many instances at once; optional; exposed.
 
+use tasklib::migration::MigratorTrait;
 use tasklib::{Config, TaskLib};
 use tasklib_test_utils::TestDatabase;
 
@@ -23,7 +24,11 @@ async fn ten_instances_starting_at_once_all_succeed_with_one_schema() -> TestRes
         .query_one("SELECT count(*) FROM tasklib_migrations", &[])
         .await?
         .get(0);
-    assert_eq!(applied, 2, "each migration recorded exactly once");
+    assert_eq!(
+        applied,
+        i64::try_from(tasklib::migration::Migrator::migrations().len())?,
+        "each migration recorded exactly once"
+    );
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'",
@@ -53,6 +58,7 @@ async fn ten_instances_starting_at_once_all_succeed_with_one_schema() -> TestRes
         "tasks_claim_idx",
         "tasks_running_lock_idx",
         "tasks_tags_idx",
+        "tasks_chain_idx",
         "tasks_pkey",
     ] {
         assert!(
@@ -75,16 +81,17 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
         .get(0);
     assert!(!exists, "run_migrations(false) must not create the table");
 
-    let pending = tasklib::pending_migrations(tasks.db()).await?;
+    let pending = tasklib::pending_migrations(tasks.db()?).await?;
     assert_eq!(
         pending,
         vec![
             "m20261123_000001_create_tasks".to_owned(),
             "m20261130_000001_lean_indexes".to_owned(),
+            "m20261202_000001_chains_and_waits".to_owned(),
         ]
     );
-    tasklib::migrate(tasks.db()).await?;
-    assert!(tasklib::pending_migrations(tasks.db()).await?.is_empty());
+    tasklib::migrate(tasks.db()?).await?;
+    assert!(tasklib::pending_migrations(tasks.db()?).await?.is_empty());
     // Applying again is a no-op.
     tasks.migrate().await?;
     let exists: bool = client
@@ -145,7 +152,7 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
     let db = TestDatabase::empty().await?;
     let config = Config::builder(db.url()).run_migrations(false).build()?;
     let tasks = TaskLib::connect_with(config).await?;
-    Migrator::up(tasks.db(), Some(1)).await?;
+    Migrator::up(tasks.db()?, Some(1)).await?;
     let client = raw(&db).await?;
     client
         .batch_execute(
@@ -162,7 +169,7 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
         "the first migration's listing indexes cover every row"
     );
 
-    tasklib::migrate(tasks.db()).await?;
+    tasklib::migrate(tasks.db()?).await?;
     assert_eq!(
         listing_indexes_partial(&client).await?,
         [true; 3],
@@ -186,7 +193,8 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
         "an empty tag filter matches every task"
     );
 
-    Migrator::down(tasks.db(), Some(1)).await?;
+    // Back past the chain columns and the lean indexes.
+    Migrator::down(tasks.db()?, Some(2)).await?;
     assert_eq!(
         listing_indexes_partial(&client).await?,
         [false; 3],

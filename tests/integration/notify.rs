@@ -84,7 +84,7 @@ async fn delayed_tasks_do_not_notify() -> TestResult {
 async fn notification_is_sent_on_commit_only() -> TestResult {
     let env = setup().await?;
     let (client, mut rx) = listen(env.db.url()).await?;
-    let txn = env.tasks.db().begin().await?;
+    let txn = env.tasks.db()?.begin().await?;
     env.tasks
         .submit_in(&txn, email(1), SubmitOptions::new())
         .await?;
@@ -94,7 +94,7 @@ async fn notification_is_sent_on_commit_only() -> TestResult {
         "rolled back: no notification"
     );
 
-    let txn = env.tasks.db().begin().await?;
+    let txn = env.tasks.db()?.begin().await?;
     env.tasks
         .submit_in(&txn, email(2), SubmitOptions::new())
         .await?;

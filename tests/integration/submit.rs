@@ -102,7 +102,7 @@ async fn invalid_arguments_are_rejected_with_field_errors_and_nothing_is_written
 #[tokio::test]
 async fn submit_in_transaction_exists_only_if_it_commits() -> TestResult {
     let env = setup().await?;
-    let txn = env.tasks.db().begin().await?;
+    let txn = env.tasks.db()?.begin().await?;
     let kept = env
         .tasks
         .submit_in(&txn, email(1), SubmitOptions::new())
@@ -117,7 +117,7 @@ async fn submit_in_transaction_exists_only_if_it_commits() -> TestResult {
         "visible after commit"
     );
 
-    let txn = env.tasks.db().begin().await?;
+    let txn = env.tasks.db()?.begin().await?;
     let dropped = env
         .tasks
         .submit_in(&txn, email(2), SubmitOptions::new())

@@ -54,6 +54,12 @@ pub struct Model {
     pub tags: Json,
     /// When cancellation of a running task was asked for.
     pub cancel_requested_at: Option<DateTimeWithTimeZone>,
+    /// The chain this task is a step of.
+    pub chain_id: Option<Uuid>,
+    /// Its position in that chain, from 0.
+    pub chain_step: Option<i32>,
+    /// Someone waits for this task's result: finishing it sends a `tasks_done` notification.
+    pub notify_done: bool,
 }
 
 /// `tasks` has no relations.

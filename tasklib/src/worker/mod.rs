@@ -1,38 +1,25 @@
-//! The worker pool: [`TaskWorker`] configures one, [`WorkerPool`] is the running handle.
-//!
-//! Inside a pool: one [listener](listener) connection wakes one [producer](producer) per
-//! queue; producers claim tasks for their free slots and start an [executor](executor) for
-//! each; the [completer](completer) writes outcomes, fenced by worker id and attempt;
-//! [maintenance] extends locks of running tasks and rescues tasks of dead workers.
+//! Running tasks, whatever the engine: [`TaskWorker`] configures a pool of workers,
+//! [`WorkerPool`] is the running handle. The settings are checked here, once; the engine
+//! (`crate::engine`) runs the pool they describe.
 
-mod batcher;
-mod completer;
 mod events;
-mod executor;
-mod listener;
-mod maintenance;
-mod pace;
-mod pool;
-mod producer;
-mod sql;
-mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
-use tokio::task::JoinHandle;
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
 
 pub use events::{TaskOutcome, WorkerEvent};
-pub use listener::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
 
-use crate::client::TaskLib;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::registry::Registry;
 use crate::retention::RetentionPolicy;
-use crate::retry::BackoffPolicy;
 use crate::{Error, Result};
-use pool::{PoolShared, QueueState, SlotGroup};
 
 /// Slots of a pool when none are set.
 pub const DEFAULT_CONCURRENCY: usize = 10;
@@ -51,9 +38,11 @@ pub const MAX_SLOTS: usize = 10_000;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TaskWorker {
-    tasks: TaskLib,
+    engine: Arc<dyn Engine>,
+    registry: Registry,
+    config: Config,
     concurrency: usize,
     queues: BTreeMap<String, usize>,
     poll_interval: Option<Duration>,
@@ -82,11 +71,46 @@ pub enum ClaimAhead {
     Fixed(usize),
 }
 
+impl fmt::Debug for TaskWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskWorker")
+            .field("backend", &self.engine.backend())
+            .field("concurrency", &self.concurrency)
+            .field("queues", &self.queues)
+            .field("poll_interval", &self.poll_interval)
+            .field("claim_ahead", &self.claim_ahead)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a pool is asked to run, checked: the engine's side of [`TaskWorker::spawn`].
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerPlan {
+    /// Queues and the slots they share: each entry is one group of queues with its slots.
+    pub(crate) groups: Vec<(Vec<String>, usize)>,
+    /// The task names this pool runs (every registered one).
+    pub(crate) names: Vec<String>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) retention: RetentionPolicy,
+    pub(crate) claim_ahead: ClaimAhead,
+    pub(crate) grace: Duration,
+}
+
+impl WorkerPlan {
+    /// Slots in all.
+    pub(crate) fn total_slots(&self) -> usize {
+        self.groups.iter().map(|(_, slots)| slots).sum()
+    }
+}
+
 impl TaskWorker {
-    /// A pool for `tasks`'s registered task types, [`DEFAULT_CONCURRENCY`] slots.
-    pub fn new(tasks: &TaskLib) -> Self {
+    /// A pool over `engine` for the task types of `registry`, [`DEFAULT_CONCURRENCY`] slots.
+    /// [`TaskWorker::new`] is the public way in.
+    pub(crate) fn from_parts(engine: Arc<dyn Engine>, registry: Registry, config: Config) -> Self {
         TaskWorker {
-            tasks: tasks.clone(),
+            engine,
+            registry,
+            config,
             concurrency: DEFAULT_CONCURRENCY,
             queues: BTreeMap::new(),
             poll_interval: None,
@@ -143,8 +167,21 @@ impl TaskWorker {
     /// [`Error::InvalidConfig`] when no task type is registered, a slot count is zero, the
     /// poll interval is zero, or [`ClaimAhead::Fixed`] exceeds [`MAX_SLOTS`].
     pub fn spawn(self) -> Result<WorkerPool> {
-        let config = self.tasks.config();
-        let infos = self.tasks.get_registered_tasks();
+        let plan = self.plan()?;
+        tracing::info!(
+            backend = %self.engine.backend(),
+            queues = ?plan.groups,
+            "Starting TaskWorker {} with concurrency={}",
+            self.config.worker_id(),
+            plan.total_slots()
+        );
+        let inner = self.engine.spawn_workers(self.registry.clone(), plan)?;
+        Ok(WorkerPool { inner })
+    }
+
+    /// Checks the settings and resolves them into the plan an engine runs.
+    fn plan(&self) -> Result<WorkerPlan> {
+        let infos = self.registry.infos();
         if infos.is_empty() {
             return Err(Error::InvalidConfig {
                 field: "worker",
@@ -152,7 +189,7 @@ impl TaskWorker {
                     .to_owned(),
             });
         }
-        let poll_interval = self.poll_interval.unwrap_or(config.poll_interval());
+        let poll_interval = self.poll_interval.unwrap_or(self.config.poll_interval());
         if self.retention.every.is_zero() {
             return Err(Error::InvalidConfig {
                 field: "retention",
@@ -186,85 +223,24 @@ impl TaskWorker {
                 .map(|(q, n)| (vec![q.clone()], *n))
                 .collect()
         };
-        let total_slots: usize = groups.iter().map(|(_, slots)| slots).sum();
-        let mut queues = HashMap::new();
-        for (names, slots) in groups {
-            if slots == 0 || slots > MAX_SLOTS {
-                return Err(Error::InvalidConfig {
-                    field: "concurrency",
-                    reason: format!("must be between 1 and {}, got {slots}", MAX_SLOTS),
-                });
-            }
-            let freed: Vec<Arc<Notify>> = names.iter().map(|_| Arc::new(Notify::new())).collect();
-            let group = Arc::new(SlotGroup {
-                slots: Arc::new(Semaphore::new(slots)),
-                capacity: slots,
-                freed: freed.clone(),
+        if let Some((_, slots)) = groups
+            .iter()
+            .find(|(_, slots)| *slots == 0 || *slots > MAX_SLOTS)
+        {
+            return Err(Error::InvalidConfig {
+                field: "concurrency",
+                reason: format!("must be between 1 and {MAX_SLOTS}, got {slots}"),
             });
-            for (name, slot_freed) in names.into_iter().zip(freed) {
-                queues.insert(
-                    name.clone(),
-                    Arc::new(QueueState {
-                        name,
-                        wake: Notify::new(),
-                        group: Arc::clone(&group),
-                        slot_freed,
-                        finished: Default::default(),
-                    }),
-                );
-            }
         }
-        // Outcomes waiting to be written: a bound on memory, and room for large batches
-        // (twice the slots starved the writer: docs/performance.md).
-        let unwritten = Arc::new(Semaphore::new(total_slots.saturating_mul(4)));
-        let (events, _) = broadcast::channel(1024);
-        let (shutdown, _) = watch::channel(false);
-        let shared = Arc::new(PoolShared {
-            worker_id: config.worker_id().to_owned(),
-            names: infos.iter().map(|i| i.name.clone()).collect(),
+        Ok(WorkerPlan {
+            groups,
+            names: infos.into_iter().map(|i| i.name).collect(),
             poll_interval,
-            lock_timeout: config.lock_timeout(),
-            retry_policy: BackoffPolicy::retries(config),
-            queues,
-            in_flight: Default::default(),
-            events,
-            shutdown,
-            stats: Default::default(),
             retention: self.retention.clone(),
             claim_ahead: self.claim_ahead,
-            batcher: batcher::spawn(
-                self.tasks.db().clone(),
-                config.worker_id().to_owned(),
-                Arc::clone(&unwritten),
-            ),
-            unwritten,
-            left: Notify::new(),
-            claimed_ahead: Default::default(),
-            tasks: self.tasks.clone(),
-        });
-        tracing::info!(
-            worker_id = %shared.worker_id,
-            queues = ?shared.queues.keys().collect::<Vec<_>>(),
-            "Starting TaskWorker {} with concurrency={}",
-            shared.worker_id,
-            total_slots
-        );
-        let listener = tokio::spawn(listener::run(Arc::clone(&shared)));
-        let maintenance = tokio::spawn(maintenance::run(Arc::clone(&shared)));
-        let producers = shared
-            .queues
-            .values()
-            .map(|queue| tokio::spawn(producer::run(Arc::clone(&shared), Arc::clone(queue))))
-            .collect();
-        Ok(WorkerPool {
-            shared,
-            producers,
-            listener,
-            maintenance,
             grace: self
                 .shutdown_grace_period
-                .unwrap_or(config.shutdown_grace_period()),
-            total_slots,
+                .unwrap_or(self.config.shutdown_grace_period()),
         })
     }
 
@@ -334,47 +310,47 @@ pub struct PoolStats {
     pub claimed_ahead: usize,
 }
 
+/// A running pool, as an engine implements it: the worker half of the engine seam.
+pub(crate) trait RunningPool: Send + Sync + fmt::Debug {
+    /// The id this pool writes into `worker_id`.
+    fn worker_id(&self) -> &str;
+    /// Total slots.
+    fn concurrency(&self) -> usize;
+    /// Counters since the pool started.
+    fn stats(&self) -> PoolStats;
+    /// Events from now on.
+    fn subscribe(&self) -> broadcast::Receiver<WorkerEvent>;
+    /// Stops gracefully (see [`WorkerPool::shutdown`]).
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+}
+
 /// A running worker pool. [`shutdown`](Self::shutdown) stops it gracefully; dropping the
 /// handle stops claiming new tasks and lets running ones finish in the background.
 #[derive(Debug)]
 pub struct WorkerPool {
-    shared: Arc<PoolShared>,
-    producers: Vec<JoinHandle<()>>,
-    listener: JoinHandle<()>,
-    maintenance: JoinHandle<()>,
-    grace: Duration,
-    total_slots: usize,
+    inner: Box<dyn RunningPool>,
 }
 
 impl WorkerPool {
     /// The id this pool writes into `worker_id`.
     pub fn worker_id(&self) -> &str {
-        &self.shared.worker_id
+        self.inner.worker_id()
     }
 
     /// Total slots.
     pub fn concurrency(&self) -> usize {
-        self.total_slots
+        self.inner.concurrency()
     }
 
     /// Counters since the pool started.
     pub fn stats(&self) -> PoolStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.shared.stats;
-        let claimed_ahead = self.shared.claimed_ahead.load(Relaxed);
-        PoolStats {
-            claim_queries: c.claim_queries.load(Relaxed),
-            empty_claims: c.empty_claims.load(Relaxed),
-            tasks_claimed: c.tasks_claimed.load(Relaxed),
-            claimed_ahead,
-            running: self.shared.in_flight().len().saturating_sub(claimed_ahead),
-        }
+        self.inner.stats()
     }
 
     /// Events from now on. A slow receiver that falls more than 1024 events behind skips
     /// the oldest (and is told so by `RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
-        self.shared.events.subscribe()
+        self.inner.subscribe()
     }
 
     /// Stops claiming, waits up to the grace period for running tasks, and stops.
@@ -385,43 +361,7 @@ impl WorkerPool {
     ///
     /// # Errors
     /// [`Error::ShutdownTimeout`] when tasks were still running at the deadline.
-    pub async fn shutdown(mut self) -> Result<()> {
-        self.shared.shutdown.send_replace(true);
-        for producer in self.producers.drain(..) {
-            let _ = producer.await;
-        }
-        let drained = tokio::time::timeout(self.grace, self.shared.no_task_in_flight())
-            .await
-            .is_ok();
-        let abandoned: Vec<_> = {
-            let mut in_flight = self.shared.in_flight();
-            in_flight
-                .drain()
-                .map(|(id, task)| {
-                    if let Some(abort) = task.abort {
-                        abort.abort();
-                    }
-                    id
-                })
-                .collect()
-        };
-        self.listener.abort();
-        self.maintenance.abort();
-        if drained && abandoned.is_empty() {
-            tracing::info!(worker_id = %self.shared.worker_id, "worker pool stopped");
-            Ok(())
-        } else {
-            tracing::warn!(
-                abandoned = abandoned.len(),
-                "shutdown grace period over; abandoned tasks will be retried after their lock expires"
-            );
-            Err(Error::ShutdownTimeout(self.grace))
-        }
-    }
-}
-
-impl Drop for WorkerPool {
-    fn drop(&mut self) {
-        self.shared.shutdown.send_replace(true);
+    pub async fn shutdown(self) -> Result<()> {
+        self.inner.shutdown().await
     }
 }

@@ -54,7 +54,7 @@ async fn main() -> Result {
         config = config.worker_id(id);
     }
     let tasks = TaskLib::connect_with(config.build()?).await?;
-    tasks.register(Recorder::new(tasks.db().clone(), behaviour))?;
+    tasks.register(Recorder::new(tasks.db()?.clone(), behaviour))?;
 
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {

@@ -18,10 +18,10 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument;
 
 use super::completer;
-use super::events::WorkerEvent;
 use super::pool::{PoolShared, QueueState};
 use super::store::{AttemptRef, ClaimedRow};
 use crate::task::{TaskContext, TaskError};
+use crate::worker::WorkerEvent;
 
 /// A claimed task that the pool holds (see [`PoolShared::hold`]), ready to start.
 #[derive(Debug)]
@@ -93,7 +93,7 @@ async fn execute(
     let timeout = row
         .timeout_seconds
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .or(pool.tasks.config().default_task_timeout());
+        .or(pool.default_task_timeout);
     let started = Instant::now();
     // Claimed (perhaps ahead, in a producer's buffer) but asked to cancel before it started:
     // it never runs.
@@ -141,7 +141,7 @@ async fn run(
     ctx: TaskContext,
     timeout: Option<Duration>,
 ) -> Result<serde_json::Value, TaskError> {
-    let Some(handler) = pool.tasks.registry().handler(name) else {
+    let Some(handler) = pool.registry.handler(name) else {
         // Only registered names are claimed; a pool whose registry lost the name is a bug.
         return Err(TaskError::permanent(format!(
             "no handler registered for `{name}` in this worker"

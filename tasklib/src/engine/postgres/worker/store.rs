@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
 use uuid::Uuid;
 
 use super::sql;
@@ -80,11 +80,13 @@ pub(crate) async fn complete(
     attempt: &AttemptRef,
     result: serde_json::Value,
 ) -> Result<bool> {
-    let mut values = attempt.fence();
-    values.push(stored_result(result).into());
-    values.push(clock(None));
-    let done = db.execute_raw(stmt(sql::COMPLETE, values)).await?;
-    Ok(done.rows_affected() == 1)
+    let written = complete_many(
+        db,
+        &attempt.worker_id,
+        std::iter::once((attempt.id, attempt.attempt, result)),
+    )
+    .await?;
+    Ok(written.len() == 1)
 }
 
 /// Writes many successes of worker `worker_id` at once; returns the ids the fence let
@@ -139,8 +141,10 @@ pub(crate) async fn fail(
     values.push(error.into());
     values.push(retry_in.map(|d| d.as_secs_f64()).into());
     values.push(clock(None));
-    let done = db.execute_raw(stmt(sql::FAIL, values)).await?;
-    Ok(done.rows_affected() == 1)
+    let written = IdRow::find_by_statement(stmt(sql::FAIL, values))
+        .all(db)
+        .await?;
+    Ok(written.len() == 1)
 }
 
 /// Writes a cancellation decided by the handler (or asked for while it ran).
@@ -152,10 +156,10 @@ pub(crate) async fn cancelled(
     let mut values = attempt.fence();
     values.push(reason.into());
     values.push(clock(None));
-    let done = db
-        .execute_raw(stmt(sql::CANCELLED_BY_HANDLER, values))
+    let written = IdRow::find_by_statement(stmt(sql::CANCELLED_BY_HANDLER, values))
+        .all(db)
         .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(written.len() == 1)
 }
 
 #[derive(Debug, FromQueryResult)]

@@ -28,13 +28,12 @@ use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::ClaimAhead;
-use super::events::WorkerEvent;
 use super::executor::{self, Claimed};
 use super::pace::Pace;
 use super::pool::{PoolShared, QueueState};
 use super::store::{self, ClaimedRow};
 use crate::retry::BackoffPolicy;
+use crate::worker::{ClaimAhead, WorkerEvent};
 
 /// Longest wait in the buffer before a row claimed ahead goes back to the queue.
 pub(crate) const STALE_AFTER: Duration = Duration::from_millis(100);
@@ -344,7 +343,7 @@ impl Producer {
         Some(Box::pin(async move {
             let began = Instant::now();
             let rows = store::claim(
-                pool.tasks.db(),
+                &pool.db,
                 &queue.name,
                 &pool.names,
                 want,
@@ -523,7 +522,7 @@ impl Producer {
 /// Hands claimed, unstarted attempts back to the queue; the ids that went back.
 async fn release(pool: &PoolShared, tasks: &[Claimed]) -> crate::Result<Vec<Uuid>> {
     let attempts = tasks.iter().map(|t| (t.row.id, t.row.attempt));
-    store::release(pool.tasks.db(), attempts, &pool.worker_id).await
+    store::release(&pool.db, attempts, &pool.worker_id).await
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::events::WorkerEvent;
 use super::pool::PoolShared;
 use super::store;
+use crate::worker::WorkerEvent;
 
 /// Rows rescued per statement, so one rescue never holds many locks.
 const RESCUE_BATCH: i64 = 100;
@@ -39,14 +39,7 @@ async fn beat(pool: &PoolShared) {
     if ids.is_empty() {
         return;
     }
-    match store::heartbeat(
-        pool.tasks.db(),
-        ids.clone(),
-        &pool.worker_id,
-        pool.lock_timeout,
-    )
-    .await
-    {
+    match store::heartbeat(&pool.db, ids.clone(), &pool.worker_id, pool.lock_timeout).await {
         Ok(rows) => {
             let in_flight = pool.in_flight();
             for row in &rows {
@@ -72,7 +65,7 @@ async fn beat(pool: &PoolShared) {
 }
 
 async fn rescue(pool: &PoolShared) {
-    match store::rescue_expired(pool.tasks.db(), RESCUE_BATCH, None).await {
+    match store::rescue_expired(&pool.db, RESCUE_BATCH, None).await {
         Ok(rows) => {
             for row in rows {
                 tracing::warn!(
@@ -97,7 +90,9 @@ async fn rescue(pool: &PoolShared) {
 async fn prune(pool: &PoolShared) {
     let mut deleted = 0;
     for (state, age) in &pool.retention.rules {
-        match crate::retention::prune(pool.tasks.db(), std::slice::from_ref(state), *age).await {
+        match crate::engine::postgres::admin::prune(&pool.db, std::slice::from_ref(state), *age)
+            .await
+        {
             Ok(n) => deleted += n,
             Err(error) => {
                 tracing::warn!(error = %crate::task::error_chain(&error), %state, "pruning old tasks failed")

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::events::TaskOutcome;
 use super::pool::PoolShared;
 use super::store::{self, AttemptRef};
 use crate::retry::BackoffPolicy;
 use crate::task::TaskError;
+use crate::worker::TaskOutcome;
 
 /// What to write.
 #[derive(Debug)]
@@ -84,7 +84,7 @@ pub(crate) async fn record(
             TaskOutcome::Lost
         };
     }
-    let db = pool.tasks.db();
+    let db = &pool.db;
     let give_up = tokio::time::Instant::now() + pool.lock_timeout;
     let mut tries = 0u32;
     loop {

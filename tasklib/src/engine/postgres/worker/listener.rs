@@ -13,9 +13,9 @@ use futures::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
-use super::events::WorkerEvent;
 use super::pool::PoolShared;
 use crate::retry::BackoffPolicy;
+use crate::worker::WorkerEvent;
 
 /// Channel announcing new runnable tasks; the payload is the queue name.
 pub const NEW_TASKS_CHANNEL: &str = "tasks_new";
@@ -58,7 +58,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
 /// Connects, listens, and dispatches until the connection ends. `Ok` carries why a working
 /// session ended; `Err` why it could not start.
 async fn listen_once(pool: &PoolShared) -> Result<String, String> {
-    let url = pool.tasks.config().database_url();
+    let url = &pool.database_url;
     let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls)
         .await
         .map_err(|e| crate::task::error_chain(&e))?;

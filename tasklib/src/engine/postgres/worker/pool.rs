@@ -9,10 +9,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::events::WorkerEvent;
 use super::store::ClaimedRow;
-use crate::client::TaskLib;
+use crate::registry::Registry;
 use crate::retry::BackoffPolicy;
+use crate::url::RedactedUrl;
+use crate::worker::{ClaimAhead, WorkerEvent};
 
 /// One queue served by the pool.
 #[derive(Debug)]
@@ -65,7 +66,14 @@ pub(crate) struct InFlight {
 /// Everything the pool's tasks share.
 #[derive(Debug)]
 pub(crate) struct PoolShared {
-    pub(crate) tasks: TaskLib,
+    /// The connection pool the worker reads and writes through.
+    pub(crate) db: sea_orm::DatabaseConnection,
+    /// Where the listener connects.
+    pub(crate) database_url: RedactedUrl,
+    /// The handlers.
+    pub(crate) registry: Registry,
+    /// Time limit of attempts whose task sets none.
+    pub(crate) default_task_timeout: Option<Duration>,
     pub(crate) worker_id: String,
     pub(crate) names: Vec<String>,
     pub(crate) poll_interval: Duration,
@@ -77,7 +85,7 @@ pub(crate) struct PoolShared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stats: Counters,
     pub(crate) retention: crate::retention::RetentionPolicy,
-    pub(crate) claim_ahead: super::ClaimAhead,
+    pub(crate) claim_ahead: ClaimAhead,
     /// Where executors hand successful outcomes, to be written in batches.
     pub(crate) batcher: super::batcher::Batcher,
     /// Outcomes of finished handlers not yet written (one permit each, four times as many as

@@ -1,0 +1,258 @@
+//! Changing tasks from outside a worker: cancel, re-queue (retry) tasks that failed for
+//! good — the dead-letter workflow —, and delete old finished ones.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
+use uuid::Uuid;
+
+use crate::control::CancelOutcome;
+use crate::retention::PRUNE_BATCH;
+use crate::{Error, Result, TaskState};
+
+/// One statement: lock the row, then either cancel it (waiting tasks) or record the request
+/// and notify the workers (running tasks). The notification goes out on commit. A chain step
+/// takes the steps after it along: they wait for it, so they are cancelled at once. A
+/// cancelled task someone waits for notifies `tasks_done` (see the worker's `FAIL`).
+const CANCEL: &str = r#"
+WITH target AS (
+    SELECT id, state, next_retry_at IS NOT NULL AS retrying, chain_id, chain_step
+    FROM tasks WHERE id = $1
+    FOR UPDATE
+), cancelled AS (
+    UPDATE tasks AS t
+    SET state = 'cancelled', next_retry_at = NULL, locked_until = NULL,
+        completed_at = now(), error = COALESCE(t.error, 'cancelled before it ran')
+    FROM target
+    WHERE t.id = target.id
+      AND (target.state = 'pending' OR (target.state = 'failed' AND target.retrying))
+    RETURNING t.id,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+), requested AS (
+    UPDATE tasks AS t
+    SET cancel_requested_at = COALESCE(t.cancel_requested_at, now())
+    FROM target
+    WHERE t.id = target.id AND target.state = 'running'
+    RETURNING t.id, pg_notify('tasks_cancel', t.id::text)
+), rest AS (
+    UPDATE tasks AS t
+    SET state = 'cancelled', completed_at = now(),
+        error = format('cancelled: step %s of the chain was cancelled', target.chain_step)
+    FROM target
+    WHERE t.chain_id = target.chain_id AND t.chain_step > target.chain_step
+      AND t.state = 'pending'
+      AND (target.state IN ('pending', 'running') OR (target.state = 'failed' AND target.retrying))
+    RETURNING t.id,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+)
+SELECT target.state,
+       target.retrying,
+       EXISTS (SELECT 1 FROM cancelled) AS cancelled,
+       EXISTS (SELECT 1 FROM requested) AS requested,
+       (SELECT count(*) FROM rest) AS later_steps
+FROM target
+"#;
+
+/// The step of chain `$1` that a cancel of the chain stops: the first one not finished.
+const CHAIN_CURRENT_STEP: &str = r#"
+SELECT id, state, (state = 'pending' OR state = 'running'
+                   OR (state = 'failed' AND next_retry_at IS NOT NULL)) AS open
+FROM tasks
+WHERE chain_id = $1
+ORDER BY open DESC, chain_step
+LIMIT 1
+"#;
+
+#[derive(Debug, FromQueryResult)]
+struct StepRow {
+    id: Uuid,
+    state: TaskState,
+    open: bool,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct CancelRow {
+    state: TaskState,
+    cancelled: bool,
+    requested: bool,
+}
+
+/// Cancels task `id`, or the chain `id` from its first unfinished step on.
+pub(crate) async fn cancel<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<CancelOutcome> {
+    match cancel_task(conn, id).await {
+        Err(Error::NotFound { .. }) => {}
+        other => return other,
+    }
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, CHAIN_CURRENT_STEP, [id.into()]);
+    match StepRow::find_by_statement(statement).one(conn).await? {
+        None => Err(Error::NotFound { id }),
+        Some(step) if step.open => cancel_task(conn, step.id).await,
+        Some(step) => Err(Error::InvalidState {
+            id,
+            state: step.state,
+            action: "cancelled (every step of the chain has finished)",
+        }),
+    }
+}
+
+async fn cancel_task<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<CancelOutcome> {
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, CANCEL, [id.into()]);
+    let row = CancelRow::find_by_statement(statement)
+        .one(conn)
+        .await?
+        .ok_or(Error::NotFound { id })?;
+    if row.cancelled {
+        Ok(CancelOutcome::Cancelled)
+    } else if row.requested {
+        Ok(CancelOutcome::Requested)
+    } else {
+        Err(Error::InvalidState {
+            id,
+            state: row.state,
+            action: "cancelled",
+        })
+    }
+}
+
+/// Re-queues one finished-but-unsuccessful task (failed for good, or cancelled): it becomes
+/// `pending`, due now, with its retries restored, and workers are notified. Its last `error`
+/// stays until an attempt succeeds; `attempt` keeps counting, as a history.
+const RETRY_ONE: &str = r#"
+WITH target AS (
+    SELECT id, state, next_retry_at IS NOT NULL AS retrying
+    FROM tasks WHERE id = $1
+    FOR UPDATE
+), requeued AS (
+    UPDATE tasks AS t
+    SET state = 'pending', scheduled_at = now(), next_retry_at = NULL, completed_at = NULL,
+        retry_count = 0, worker_id = NULL, locked_until = NULL, cancel_requested_at = NULL,
+        result = NULL
+    FROM target
+    WHERE t.id = target.id
+      AND ((target.state = 'failed' AND NOT target.retrying) OR target.state = 'cancelled')
+    RETURNING t.id, pg_notify('tasks_new', t.queue)
+)
+SELECT target.state, EXISTS (SELECT 1 FROM requeued) AS requeued
+FROM target
+"#;
+
+/// Re-queues every task that failed for good, optionally only of one name and/or queue; one
+/// notification per queue.
+const RETRY_FAILED: &str = r#"
+WITH requeued AS (
+    UPDATE tasks
+    SET state = 'pending', scheduled_at = now(), next_retry_at = NULL, completed_at = NULL,
+        retry_count = 0, worker_id = NULL, locked_until = NULL, cancel_requested_at = NULL
+    WHERE state = 'failed' AND next_retry_at IS NULL
+      AND ($1::text IS NULL OR name = $1)
+      AND ($2::text IS NULL OR queue = $2)
+    RETURNING queue
+), notified AS (
+    SELECT pg_notify('tasks_new', queue) FROM (SELECT DISTINCT queue FROM requeued) AS q
+)
+SELECT (SELECT count(*) FROM requeued) AS requeued, (SELECT count(*) FROM notified) AS queues
+"#;
+
+#[derive(Debug, FromQueryResult)]
+struct RetryRow {
+    state: TaskState,
+    requeued: bool,
+}
+
+pub(crate) async fn retry<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<()> {
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, RETRY_ONE, [id.into()]);
+    let row = RetryRow::find_by_statement(statement)
+        .one(conn)
+        .await?
+        .ok_or(Error::NotFound { id })?;
+    if row.requeued {
+        Ok(())
+    } else {
+        Err(Error::InvalidState {
+            id,
+            state: row.state,
+            action: "retried (only tasks that failed for good or were cancelled can be)",
+        })
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct RetryManyRow {
+    requeued: i64,
+}
+
+pub(crate) async fn retry_failed<C: ConnectionTrait>(
+    conn: &C,
+    name: Option<&str>,
+    queue: Option<&str>,
+) -> Result<u64> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        RETRY_FAILED,
+        [
+            name.map(str::to_owned).into(),
+            queue.map(str::to_owned).into(),
+        ],
+    );
+    let row = RetryManyRow::find_by_statement(statement).one(conn).await?;
+    Ok(row.map_or(0, |r| u64::try_from(r.requeued).unwrap_or(0)))
+}
+
+/// One batch: the oldest finished rows of the given states, skipping any a concurrent pruner
+/// holds. Uses `tasks_finished_idx` (finished rows by `completed_at`).
+const PRUNE: &str = r#"
+WITH doomed AS (
+    SELECT id FROM tasks
+    WHERE completed_at IS NOT NULL
+      AND completed_at < now() - make_interval(secs => $2)
+      AND state = ANY($1::text[])
+    ORDER BY completed_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM tasks AS t USING doomed WHERE t.id = doomed.id
+"#;
+
+/// Deletes tasks in `states` (terminal states only) whose `completed_at` is older than
+/// `older_than`, batch by batch, and returns how many it deleted.
+pub(crate) async fn prune<C: ConnectionTrait>(
+    conn: &C,
+    states: &[TaskState],
+    older_than: Duration,
+) -> Result<u64> {
+    if states.is_empty() {
+        return Ok(0);
+    }
+    if let Some(state) = states
+        .iter()
+        .find(|s| matches!(s, TaskState::Pending | TaskState::Running))
+    {
+        return Err(Error::InvalidOption {
+            option: "states",
+            reason: format!("only finished tasks can be pruned, not {state} ones"),
+        });
+    }
+    let names: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
+    let mut total = 0;
+    loop {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            PRUNE,
+            [
+                names.clone().into(),
+                older_than.as_secs_f64().into(),
+                i64::from(PRUNE_BATCH).into(),
+            ],
+        );
+        let deleted = conn.execute_raw(statement).await?.rows_affected();
+        total += deleted;
+        if deleted < u64::from(PRUNE_BATCH) {
+            return Ok(total);
+        }
+        // Let other work on this runtime (and this connection pool) through between batches.
+        tokio::task::yield_now().await;
+    }
+}

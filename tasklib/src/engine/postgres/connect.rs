@@ -1,0 +1,52 @@
+//! Opening the connection pool, and migrating at startup.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+use super::migrate;
+use crate::config::Config;
+use crate::{Error, Result};
+
+/// Opens the pool, checks that the server answers, and applies pending migrations unless
+/// the configuration says not to.
+pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(config.database_url().expose());
+    options
+        .max_connections(config.max_connections())
+        .min_connections(0)
+        .connect_timeout(config.connect_timeout())
+        .acquire_timeout(config.connect_timeout())
+        .sqlx_logging(false)
+        // A ping on every acquire doubles the round trips of the hot path (claim, complete);
+        // only connections idle for a while, which a server restart may have broken, are
+        // checked first.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30));
+    let db = Database::connect(options)
+        .await
+        .map_err(|source| Error::Connect {
+            url: config.database_url().clone(),
+            source: redact_url(source, config.database_url()),
+        })?;
+    // The pool connects lazily; make sure the server is really there.
+    db.ping().await.map_err(|source| Error::Connect {
+        url: config.database_url().clone(),
+        source,
+    })?;
+    if config.run_migrations() {
+        migrate::migrate(&db).await?;
+    }
+    tracing::debug!(url = %config.database_url(), worker_id = config.worker_id(), "tasklib connected");
+    Ok(db)
+}
+
+/// Replaces the URL in a driver error that quotes it whole (sea-orm's "The connection string
+/// '…' cannot be parsed."), since it holds the password.
+fn redact_url(source: sea_orm::DbErr, url: &crate::RedactedUrl) -> sea_orm::DbErr {
+    match source {
+        sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(message)) => sea_orm::DbErr::Conn(
+            sea_orm::RuntimeErr::Internal(message.replace(url.expose(), &url.to_string())),
+        ),
+        other => other,
+    }
+}

@@ -1,0 +1,167 @@
+//! Writing new tasks: one row, many rows in one statement, and a chain's steps.
+
+use chrono::DateTime;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use uuid::Uuid;
+
+use crate::Result;
+use crate::chain::{ChainIds, NewChain};
+use crate::submit::NewTask;
+
+/// Inserts all rows in one statement: each column is one typed array parameter, zipped back
+/// into rows by `unnest`. One statement means a bulk submit is all-or-nothing and, through the
+/// statement-level trigger, sends one `NOTIFY` per queue. Delays are added to the database's
+/// `now()`, so the worker's clock and the submitter's agree.
+///
+/// Typed arrays travel in PostgreSQL's binary format and need no parsing on either side, unlike
+/// one JSON document of rows (measured: `docs/performance.md`). Array elements cannot be NULL
+/// through the driver, so absent values are encoded: a timeout of 0 (never valid) is none, and
+/// `$9` says which rows have an explicit `scheduled_at`.
+const INSERT_TASKS: &str = r#"
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
+SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
+       CASE WHEN r.has_scheduled_at THEN r.scheduled_at
+            ELSE now() + make_interval(secs => r.delay_seconds) END,
+       r.tags
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
+            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[])
+     AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+          has_scheduled_at, delay_seconds, tags)
+"#;
+
+/// One row, as plain parameters: cheaper to plan than [`INSERT_TASKS`] for a single submit
+/// (measured: `docs/performance.md`). Same columns and defaults.
+const INSERT_TASK: &str = r#"
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10)
+"#;
+
+/// The rows of a batch as one array per column, in [`INSERT_TASKS`]'s parameter order. Takes
+/// the rows by value so their arguments are moved, not copied, into the statement.
+fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
+    let n = rows.len();
+    let mut id = Vec::with_capacity(n);
+    let mut name = Vec::with_capacity(n);
+    let mut queue = Vec::with_capacity(n);
+    let mut args = Vec::with_capacity(n);
+    let mut priority = Vec::with_capacity(n);
+    let mut max_retries = Vec::with_capacity(n);
+    let mut timeout = Vec::with_capacity(n);
+    let mut scheduled_at = Vec::with_capacity(n);
+    let mut has_scheduled_at = Vec::with_capacity(n);
+    let mut delay = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    for row in rows {
+        id.push(row.id);
+        name.push(row.name);
+        queue.push(row.queue);
+        args.push(row.args);
+        priority.push(row.priority);
+        max_retries.push(row.max_retries);
+        timeout.push(row.timeout_seconds.unwrap_or(0.0));
+        scheduled_at.push(row.scheduled_at.unwrap_or(DateTime::UNIX_EPOCH));
+        has_scheduled_at.push(row.scheduled_at.is_some());
+        delay.push(row.delay_seconds);
+        tags.push(row.tags);
+    }
+    vec![
+        id.into(),
+        name.into(),
+        queue.into(),
+        args.into(),
+        priority.into(),
+        max_retries.into(),
+        timeout.into(),
+        scheduled_at.into(),
+        has_scheduled_at.into(),
+        delay.into(),
+        tags.into(),
+    ]
+}
+
+/// Writes one checked row through any SeaORM connection (the pool, or the caller's
+/// transaction) and returns its id.
+pub(crate) async fn insert_one<C: ConnectionTrait>(conn: &C, row: NewTask) -> Result<Uuid> {
+    let id = row.id;
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        INSERT_TASK,
+        [
+            row.id.into(),
+            row.name.into(),
+            row.queue.into(),
+            row.args.into(),
+            row.priority.into(),
+            row.max_retries.into(),
+            row.timeout_seconds.into(),
+            row.scheduled_at.into(),
+            row.delay_seconds.into(),
+            row.tags.into(),
+        ],
+    );
+    conn.execute_raw(statement).await?;
+    Ok(id)
+}
+
+/// Writes checked rows in one statement (one row goes through [`insert_one`]) and returns
+/// their ids, in order.
+pub(crate) async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    mut rows: Vec<NewTask>,
+) -> Result<Vec<Uuid>> {
+    if rows.len() <= 1 {
+        return match rows.pop() {
+            Some(row) => Ok(vec![insert_one(conn, row).await?]),
+            None => Ok(Vec::new()),
+        };
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, columns(rows));
+    let result = conn.execute_raw(statement).await?;
+    debug_assert_eq!(result.rows_affected(), ids.len() as u64);
+    Ok(ids)
+}
+
+/// A chain's steps, in one statement: the columns of [`INSERT_TASKS`] plus the chain id `$12`
+/// and each row's step number `$13`. Step 0 is scheduled as its options say; the later steps
+/// wait at `'infinity'` (never due: not claimed, and the insert trigger does not announce
+/// them) until the step before them completes and releases them (`sql::RELEASE_NEXT_STEP`).
+const INSERT_CHAIN: &str = r#"
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+                   tags, chain_id, chain_step)
+SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
+       CASE WHEN r.step > 0 THEN 'infinity'::timestamptz
+            WHEN r.has_scheduled_at THEN r.scheduled_at
+            ELSE now() + make_interval(secs => r.delay_seconds) END,
+       r.tags, $12::uuid, r.step
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
+            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[], $13::int4[])
+     AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+          has_scheduled_at, delay_seconds, tags, step)
+"#;
+
+/// Writes every step of a chain in one statement (all or nothing) and returns the ids.
+pub(crate) async fn insert_chain<C: ConnectionTrait>(
+    conn: &C,
+    chain: NewChain,
+) -> Result<ChainIds> {
+    let steps: Vec<Uuid> = chain.steps.iter().map(|row| row.id).collect();
+    let numbers: Vec<i32> = (0..steps.len())
+        .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+        .collect();
+    let mut values = columns(chain.steps);
+    values.push(chain.id.into());
+    values.push(numbers.into());
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        INSERT_CHAIN,
+        values,
+    ))
+    .await?;
+    Ok(ChainIds {
+        id: chain.id,
+        steps,
+    })
+}

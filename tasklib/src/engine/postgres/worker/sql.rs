@@ -1,0 +1,216 @@
+//! The statements the worker runs, in one place so they can be read and reviewed together.
+//!
+//! Every statement takes `now` as an optional parameter (`COALESCE($n, now())`), so tests can
+//! fix the clock; production passes NULL and uses the database's clock, never the worker's.
+
+/// Claims up to `{limit}` runnable tasks of queue `$1` whose names are in `$2`, for worker
+/// `$3`, locking them for `$4` seconds.
+///
+/// - The locking select sits in a `MATERIALIZED` CTE so it runs exactly once: the planner
+///   cannot re-evaluate it inside a nested loop and lock (and update) more than `{limit}` rows.
+/// - `SKIP LOCKED` makes concurrent claimers take different rows instead of waiting.
+/// - The `WHERE` repeats the predicate of `tasks_claim_idx` word for word, so the partial
+///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
+/// - `attempt` is the fencing token: every later write of this attempt names it.
+/// - It returns only what the executor reads, not `t.*`.
+/// - The limit is written into the text (an integer, never user input), not bound: with a
+///   bound `LIMIT $n`, the cached generic plan cannot know the limit is small and sorted
+///   every runnable row on each claim (measured: 5× slower drains; `docs/performance.md`).
+pub(crate) const CLAIM: &str = r#"
+WITH picked AS MATERIALIZED (
+    SELECT id
+    FROM tasks
+    WHERE queue = $1
+      AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
+      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($5::timestamptz, now())
+      AND name = ANY($2::text[])
+    ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks AS t
+SET state = 'running',
+    worker_id = $3,
+    started_at = COALESCE($5::timestamptz, now()),
+    locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
+    attempt = t.attempt + 1,
+    next_retry_at = NULL,
+    completed_at = NULL
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
+          t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested
+"#;
+
+/// Completes many attempts of worker `$4` in one statement: `$1`, `$2` and `$3` are the ids,
+/// attempts and results, as arrays of the same length. Fenced: a row is written only if this
+/// worker still holds that attempt (not if its lock expired and it was rescued, cancelled, or
+/// claimed again by someone else). Returns the ids written. One statement and one commit for
+/// a batch of outcomes, instead of one per task.
+///
+/// `t.id = ANY($1)` is there for the planner: it cannot see how many rows the arrays hold
+/// and, joining on `u.id` alone, may scan the whole table per batch; with the id array it
+/// looks each row up by primary key. Typed arrays, not a JSON document: the server does not
+/// parse the batch, and the client does not build it.
+///
+/// A completed chain step releases the next step in the same transaction: the next step's
+/// positional arguments get this step's value in front, it becomes due now, and its queue is
+/// notified. A worker that dies before the commit leaves both rows as they were; after it,
+/// both are written. So a step is never lost between two steps, nor run twice because of one.
+pub(crate) const COMPLETE_MANY: &str = r#"
+WITH done AS (
+    UPDATE tasks AS t
+    SET state = 'completed', result = u.result, error = NULL,
+        completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL
+    FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) AS u(id, attempt, result)
+    WHERE t.id = ANY($1::uuid[])
+      AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'
+    RETURNING t.id, t.chain_id, t.chain_step, u.result -> 'value' AS value,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+), released AS (
+    UPDATE tasks AS n
+    SET scheduled_at = COALESCE($5::timestamptz, now()),
+        args = jsonb_build_array(done.value) || n.args
+    FROM done
+    WHERE done.chain_id IS NOT NULL AND n.chain_id = done.chain_id
+      AND n.chain_step = done.chain_step + 1
+      AND n.state = 'pending' AND n.scheduled_at = 'infinity'
+    RETURNING n.queue
+)
+SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
+            FROM (SELECT DISTINCT queue FROM released) AS q) AS notified
+FROM done
+"#;
+
+/// Records a failed attempt (fenced as [`COMPLETE_MANY`]). `$5` is the delay before the retry
+/// in seconds, or NULL for a terminal failure; a retry counts against `max_retries`. Returns
+/// the id when written.
+///
+/// Every statement that ends a task without success (this one, [`CANCELLED_BY_HANDLER`],
+/// [`RESCUE_EXPIRED`], and the client's cancel) ends the later steps of its chain too: they
+/// wait for this one, so they become `cancelled`, with the reason (the `later` CTE). And each
+/// statement that finishes a task someone waits for (`notify_done`) notifies `tasks_done` with
+/// the task's id and its chain's; tasks nobody waits for notify nothing, since a `NOTIFY`
+/// serialises the commits that send one.
+pub(crate) const FAIL: &str = r#"
+WITH ended AS (
+    UPDATE tasks AS t
+    SET state = 'failed', error = $4, locked_until = NULL,
+        retry_count = retry_count + CASE WHEN $5::float8 IS NULL THEN 0 ELSE 1 END,
+        next_retry_at = COALESCE($6::timestamptz, now()) + make_interval(secs => $5::float8),
+        completed_at = CASE WHEN $5::float8 IS NULL THEN COALESCE($6::timestamptz, now()) END
+    WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+    RETURNING t.id, t.chain_id, t.chain_step, t.next_retry_at,
+              CASE WHEN $5::float8 IS NULL AND t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+), later AS (
+UPDATE tasks AS t
+SET state = 'cancelled', completed_at = now(),
+    error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+FROM ended
+WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+  AND t.chain_step > ended.chain_step AND t.state = 'pending'
+RETURNING t.id,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+)
+SELECT id FROM ended
+"#;
+
+/// Records that the handler cancelled its task (fenced as [`COMPLETE_MANY`]); a chain's later
+/// steps are cancelled with it. Returns the id when written.
+pub(crate) const CANCELLED_BY_HANDLER: &str = r#"
+WITH ended AS (
+    UPDATE tasks AS t
+    SET state = 'cancelled', error = $4, locked_until = NULL,
+        completed_at = COALESCE($5::timestamptz, now())
+    WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+    RETURNING t.id, t.chain_id, t.chain_step,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+), later AS (
+UPDATE tasks AS t
+SET state = 'cancelled', completed_at = now(),
+    error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+FROM ended
+WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+  AND t.chain_step > ended.chain_step AND t.state = 'pending'
+RETURNING t.id,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+)
+SELECT id FROM ended
+"#;
+
+/// Extends the locks of the tasks `$1` that worker `$2` still holds, by `$3` seconds, and
+/// reports which of them someone asked to cancel.
+pub(crate) const HEARTBEAT: &str = r#"
+UPDATE tasks
+SET locked_until = COALESCE($4::timestamptz, now()) + make_interval(secs => $3)
+WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND state = 'running'
+RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
+"#;
+
+/// Hands attempts `$3` of tasks `$1` (arrays of the same length), claimed by worker `$2` but
+/// never started, back to the queue, undoing the claim (at shutdown, and for rows claimed
+/// ahead that waited too long). Fenced like an outcome: a row rescued and claimed again since
+/// is left alone. The attempt does not count. Notifies each queue that got rows back, once,
+/// so idle workers take them at once; returns the ids released.
+pub(crate) const RELEASE: &str = r#"
+WITH released AS (
+    UPDATE tasks AS t
+    SET state = CASE WHEN t.retry_count > 0 THEN 'failed' ELSE 'pending' END,
+        next_retry_at = CASE WHEN t.retry_count > 0 THEN now() END,
+        attempt = t.attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
+    FROM unnest($1::uuid[], $3::int4[]) AS r(id, attempt)
+    WHERE t.id = ANY($1::uuid[])
+      AND t.id = r.id AND t.attempt = r.attempt AND t.worker_id = $2 AND t.state = 'running'
+    RETURNING t.id, t.queue
+)
+SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
+            FROM (SELECT DISTINCT queue FROM released) AS q) AS notified
+FROM released
+"#;
+
+/// Rescues up to `$1` tasks whose lock expired (their worker died or stalled): the lost
+/// attempt counts as a failure, so the task is retried at once if it has retries left and
+/// fails for good otherwise. `SKIP LOCKED` lets several pools rescue concurrently.
+pub(crate) const RESCUE_EXPIRED: &str = r#"
+WITH expired AS MATERIALIZED (
+    SELECT id
+    FROM tasks
+    WHERE state = 'running' AND locked_until < COALESCE($2::timestamptz, now())
+    ORDER BY locked_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE tasks AS t
+    SET state = 'failed',
+        error = format('worker %s stopped heartbeating (died or stalled) during attempt %s; its lock expired at %s',
+                       t.worker_id, t.attempt, t.locked_until),
+        locked_until = NULL,
+        retry_count = t.retry_count + CASE WHEN t.retry_count < t.max_retries THEN 1 ELSE 0 END,
+        next_retry_at = CASE WHEN t.retry_count < t.max_retries THEN COALESCE($2::timestamptz, now()) END,
+        completed_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE COALESCE($2::timestamptz, now()) END
+    FROM expired
+    WHERE t.id = expired.id
+    RETURNING t.id, t.name, t.worker_id, t.next_retry_at IS NOT NULL AS retrying, t.chain_id,
+              t.chain_step, t.notify_done
+), ended AS MATERIALIZED (
+    SELECT id, chain_id, chain_step,
+           CASE WHEN notify_done THEN pg_notify('tasks_done', concat_ws(' ', id, chain_id)) END
+    FROM rescued WHERE NOT retrying
+), later AS (
+UPDATE tasks AS t
+SET state = 'cancelled', completed_at = now(),
+    error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+FROM ended
+WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+  AND t.chain_step > ended.chain_step AND t.state = 'pending'
+RETURNING t.id,
+              CASE WHEN t.notify_done
+                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+)
+SELECT id, name, worker_id, retrying FROM rescued
+"#;

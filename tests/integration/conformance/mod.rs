@@ -1,0 +1,94 @@
+//! The conformance suite: one set of cases written against the engine-neutral API
+//! (`submit`, `get_result`, `wait_result`, chains, `cancel`, workers over queues), run against
+//! every engine that is compiled in and reachable. Each engine brings a [`Harness`]: a
+//! connected `TaskLib` on a store of its own, and a way to count what was written.
+//!
+//! A case that needs a capability the engine lacks checks the other half of the contract
+//! instead: asking for it is refused with `Error::Unsupported`.
+//!
+//! Today PostgreSQL runs it; the Celery and Temporal engines add themselves with one
+//! `conformance_suite!` line each.
+
+mod cases;
+mod tasks;
+
+use std::time::Duration;
+
+use tasklib::{Config, TaskLib};
+use tasklib_test_utils::TestDatabase;
+
+use crate::common::TestResult;
+
+/// An engine under test, on a store no other test uses.
+pub(crate) struct Harness {
+    pub(crate) tasks: TaskLib,
+    store: Store,
+}
+
+enum Store {
+    Postgres(TestDatabase),
+}
+
+/// Retry delays and poll ticks short enough for tests.
+fn test_settings(builder: tasklib::ConfigBuilder) -> tasklib::ConfigBuilder {
+    builder
+        .base_retry_delay(Duration::from_millis(50))
+        .max_retry_delay(Duration::from_millis(200))
+        .poll_interval(Duration::from_millis(200))
+        .max_connections(8)
+}
+
+impl Harness {
+    pub(crate) async fn postgres() -> TestResult<Harness> {
+        let db = TestDatabase::new().await?;
+        let tasks =
+            TaskLib::connect_with(test_settings(Config::builder(db.url())).build()?).await?;
+        Ok(Harness {
+            tasks,
+            store: Store::Postgres(db),
+        })
+    }
+
+    /// How many tasks the engine holds (submitted and not yet pruned).
+    pub(crate) async fn written(&self) -> TestResult<i64> {
+        match &self.store {
+            Store::Postgres(db) => crate::common::count_rows(db).await,
+        }
+    }
+}
+
+/// One `#[tokio::test]` per case of [`cases`], for the engine whose harness `$setup` makes.
+macro_rules! conformance_suite {
+    ($engine:ident, $setup:path) => {
+        mod $engine {
+            use crate::common::TestResult;
+            use crate::conformance::cases;
+
+            conformance_suite!(@cases $setup;
+                submit_and_wait_for_the_result,
+                results_of_unknown_ids_are_not_found,
+                waiting_gives_up_at_its_timeout,
+                delayed_submit_runs_no_earlier,
+                failures_are_recorded,
+                retries_until_success,
+                three_step_chain_feeds_each_output_forward,
+                chain_stops_at_the_failed_step,
+                cancel_a_waiting_task_and_a_chain,
+                workers_serve_two_queues_with_their_own_concurrency,
+                bad_input_writes_nothing,
+                submit_by_name_with_positional_or_keyword_arguments,
+            );
+        }
+    };
+    (@cases $setup:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() -> TestResult {
+                let harness = $setup().await?;
+                cases::$case(&harness).await
+            }
+        )*
+    };
+}
+
+conformance_suite!(postgres, crate::conformance::Harness::postgres);
