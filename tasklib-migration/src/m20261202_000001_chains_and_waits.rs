@@ -2,9 +2,10 @@
 //!
 //! - `chain_id` and `chain_step`: a task that is step `chain_step` (from 0) of the chain
 //!   `chain_id`. Every step of a chain is inserted when the chain is submitted; the steps after
-//!   the first wait with `scheduled_at = 'infinity'` (never due, so never claimed and never
-//!   notified) until the previous step's success releases them, in the same transaction that
-//!   records that success. The index serves "the steps of this chain, in order" and holds only
+//!   the first wait with `scheduled_at = '9999-12-31 00:00:00+00'` (never due, so never claimed
+//!   and never notified) until the previous step's success releases them, in the same
+//!   transaction that records that success. Not `'infinity'`: drivers that read timestamps into
+//!   calendar types (chrono through sqlx, for one) cannot represent it and fail on such rows. The index serves "the steps of this chain, in order" and holds only
 //!   chained rows, so plain tasks pay nothing for it.
 //! - `notify_done`: set by a caller waiting for the task's result. Only then does the write
 //!   that finishes the task send a `tasks_done` notification: a `NOTIFY` serialises the

@@ -62,7 +62,8 @@ pub(crate) struct Step {
 }
 
 /// A chain of steps to submit at once with [`TaskLib::submit_chain`](crate::TaskLib::submit_chain).
-/// See the [module docs](self) for the rule that feeds one step into the next.
+/// See [chains in the crate docs](crate#chains) for the rule that feeds one step into the
+/// next.
 #[derive(Debug)]
 pub struct Chain {
     pub(crate) steps: Vec<Step>,

@@ -83,10 +83,7 @@
 //! completed, failed or cancelled (a task waiting for a retry is pending, with its last error).
 //!
 //! **Chains.** A [`Chain`] runs steps one after another; [`TaskLib::submit_chain`] writes them
-//! all at once and returns their [`ChainIds`]. When a step completes, its output is put in front
-//! of the next step's positional arguments, which are mapped onto the fields of that step's
-//! argument type in declared order (Celery's rule). The chain's result is the last step's, or
-//! that of the first step that failed or was cancelled; the steps after it are cancelled.
+//! all at once and returns their [`ChainIds`] ([Chains](#chains) has the rule).
 //!
 //! **Reading tasks back (PostgreSQL).** [`TaskRecord`] is every stored fact about a task, in a
 //! [`TaskState`] ([`ParseTaskStateError`] when parsing one fails); [`TaskFilter`] selects tasks
@@ -124,6 +121,15 @@
 //!
 //! **Worker binaries.** The `cli` module (cargo feature `cli`) turns your binary into a worker
 //! command with `--queues`, `--concurrency` and graceful SIGTERM handling.
+//!
+//! ## Chains
+//!
+//! When a step of a [`Chain`] completes, its output is put in front of the next step's
+//! positional arguments, and that list is mapped onto the fields of the next step's argument
+//! type in their declared order. This is Celery's rule, so a chain means the same on every
+//! engine. Every step's id is known at submit ([`ChainIds`]). The chain's result is the last
+//! step's, or that of the first step that failed for good or was cancelled; the steps after
+//! such a step are cancelled. Retries apply to each step on its own.
 //!
 //! ## Engines
 //!

@@ -56,6 +56,10 @@ pub struct TaskRecord {
     pub tags: Value,
     /// When cancellation was asked for while it ran.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The chain this task is a step of ([`ChainIds::id`](crate::ChainIds::id)).
+    pub chain_id: Option<Uuid>,
+    /// Its position in the chain, from 0.
+    pub chain_step: Option<u32>,
 }
 
 impl TaskRecord {
@@ -168,6 +172,8 @@ impl From<task::Model> for TaskRecord {
             priority: m.priority,
             tags: m.tags,
             cancel_requested_at: m.cancel_requested_at.map(utc),
+            chain_id: m.chain_id,
+            chain_step: m.chain_step.map(count),
         }
     }
 }

@@ -27,7 +27,7 @@ async fn later_steps_wait_unclaimable_and_unannounced_until_released() -> TestRe
         .await?;
     let rows = client
         .query(
-            "SELECT id, chain_id, chain_step, state, scheduled_at = 'infinity' AS held, args::text
+            "SELECT id, chain_id, chain_step, state, scheduled_at = '9999-12-31 00:00:00+00' AS held, args::text
              FROM tasks ORDER BY chain_step",
             &[],
         )
@@ -147,9 +147,11 @@ async fn a_killed_worker_neither_loses_nor_doubles_a_chain_step() -> TestResult 
             "a step ran {runs} times in {attempt} attempts"
         );
     }
+    // At most what A held when it died: 4 running, and up to 4 x 4 finished handlers whose
+    // outcome was still waiting to be written (at least once: those run again).
     assert!(
-        twice.len() <= 4,
-        "more steps re-ran than A had slots: {}",
+        twice.len() <= 20,
+        "more steps re-ran than A could hold: {}",
         twice.len()
     );
     // No step started before the one before it completed.
@@ -163,6 +165,68 @@ async fn a_killed_worker_neither_loses_nor_doubles_a_chain_step() -> TestResult 
     )
     .await?;
     assert_eq!(early, 0);
+    Ok(())
+}
+
+/// The dead-letter workflow on a chain: the step that failed for good is fixed and retried,
+/// and the chain goes on from there (its later steps, cancelled by the failure, wait again).
+#[tokio::test]
+async fn retrying_a_failed_step_resumes_its_chain() -> TestResult {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = setup().await?;
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&broken);
+    env.tasks
+        .register(move |job: FaultJob, _: tasklib::TaskContext| {
+            let broken = flag.load(Ordering::SeqCst);
+            async move {
+                if broken && job.n == 5 {
+                    Err(tasklib::TaskError::permanent("five is broken"))
+                } else {
+                    Ok(job.n)
+                }
+            }
+        })?;
+    // 4 → [4] → … : a step that gets 5 fails. Step 0 gives 5 by starting there.
+    let ids = env
+        .tasks
+        .submit_chain(
+            Chain::new(FaultJob { n: 5 })
+                .then::<FaultJob>([])
+                .then::<FaultJob>([]),
+        )
+        .await?;
+    let pool = env.tasks.spawn_workers(2)?;
+    let failed = env.tasks.wait_result(ids.id, PATIENCE).await?;
+    assert_eq!(failed.status, TaskStatus::Failed, "{failed:?}");
+    let record = env
+        .tasks
+        .get_task(ids.steps[2])
+        .await?
+        .ok_or("step missing")?;
+    assert!(record.is_cancelled());
+    assert_eq!(
+        (record.chain_id, record.chain_step),
+        (Some(ids.id), Some(2))
+    );
+
+    // Retrying a later step first does not run it without its input: it waits again.
+    env.tasks.retry(ids.steps[2]).await?;
+    let waiting = env
+        .tasks
+        .get_task(ids.steps[2])
+        .await?
+        .ok_or("step missing")?;
+    assert!(waiting.is_pending());
+    assert!(waiting.scheduled_at > chrono::Utc::now() + chrono::Duration::days(365));
+
+    broken.store(false, Ordering::SeqCst);
+    assert_eq!(env.tasks.retry_failed(Some("fault_job"), None).await?, 1);
+    let done = env.tasks.wait_result(ids.id, PATIENCE).await?;
+    pool.shutdown().await?;
+    assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
+    assert_eq!(done.value_as::<i64>()?, 5);
     Ok(())
 }
 

@@ -118,40 +118,72 @@ async fn cancel_task<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<CancelOut
 }
 
 /// Re-queues one finished-but-unsuccessful task (failed for good, or cancelled): it becomes
-/// `pending`, due now, with its retries restored, and workers are notified. Its last `error`
+/// `pending`, due now, with its retries restored, and workers are notified. A chain step takes
+/// the later steps that its failure cancelled back with it: they wait again for the step
+/// before them, so the chain goes on from where it stopped. A later step whose previous step
+/// has not completed waits for it too, instead of running without its input. Its last `error`
 /// stays until an attempt succeeds; `attempt` keeps counting, as a history.
 const RETRY_ONE: &str = r#"
 WITH target AS (
-    SELECT id, state, next_retry_at IS NOT NULL AS retrying
-    FROM tasks WHERE id = $1
-    FOR UPDATE
+    SELECT t.id, t.state, t.next_retry_at IS NOT NULL AS retrying, t.chain_id, t.chain_step,
+           (t.chain_step IS NULL OR t.chain_step = 0
+            OR EXISTS (SELECT 1 FROM tasks p
+                       WHERE p.chain_id = t.chain_id AND p.chain_step = t.chain_step - 1
+                         AND p.state = 'completed')) AS due
+    FROM tasks t WHERE t.id = $1
+    FOR UPDATE OF t
 ), requeued AS (
     UPDATE tasks AS t
-    SET state = 'pending', scheduled_at = now(), next_retry_at = NULL, completed_at = NULL,
+    SET state = 'pending',
+        scheduled_at = CASE WHEN target.due THEN now() ELSE '9999-12-31 00:00:00+00'::timestamptz END,
+        next_retry_at = NULL, completed_at = NULL,
         retry_count = 0, worker_id = NULL, locked_until = NULL, cancel_requested_at = NULL,
         result = NULL
     FROM target
     WHERE t.id = target.id
       AND ((target.state = 'failed' AND NOT target.retrying) OR target.state = 'cancelled')
-    RETURNING t.id, pg_notify('tasks_new', t.queue)
+    RETURNING t.id, CASE WHEN target.due THEN pg_notify('tasks_new', t.queue) END
+), later AS (
+    UPDATE tasks AS t
+    SET state = 'pending', scheduled_at = '9999-12-31 00:00:00+00', completed_at = NULL, error = NULL,
+        cancel_requested_at = NULL
+    FROM target
+    WHERE t.chain_id = target.chain_id AND t.chain_step > target.chain_step
+      AND t.state = 'cancelled' AND EXISTS (SELECT 1 FROM requeued)
+    RETURNING t.id
 )
 SELECT target.state, EXISTS (SELECT 1 FROM requeued) AS requeued
 FROM target
 "#;
 
 /// Re-queues every task that failed for good, optionally only of one name and/or queue; one
-/// notification per queue.
+/// notification per queue. Chain steps go back as in [`RETRY_ONE`].
 const RETRY_FAILED: &str = r#"
 WITH requeued AS (
-    UPDATE tasks
-    SET state = 'pending', scheduled_at = now(), next_retry_at = NULL, completed_at = NULL,
+    UPDATE tasks AS t
+    SET state = 'pending',
+        scheduled_at = CASE WHEN t.chain_step IS NULL OR t.chain_step = 0
+                              OR EXISTS (SELECT 1 FROM tasks p
+                                         WHERE p.chain_id = t.chain_id
+                                           AND p.chain_step = t.chain_step - 1
+                                           AND p.state = 'completed')
+                            THEN now() ELSE '9999-12-31 00:00:00+00'::timestamptz END,
+        next_retry_at = NULL, completed_at = NULL,
         retry_count = 0, worker_id = NULL, locked_until = NULL, cancel_requested_at = NULL
-    WHERE state = 'failed' AND next_retry_at IS NULL
-      AND ($1::text IS NULL OR name = $1)
-      AND ($2::text IS NULL OR queue = $2)
-    RETURNING queue
+    WHERE t.state = 'failed' AND t.next_retry_at IS NULL
+      AND ($1::text IS NULL OR t.name = $1)
+      AND ($2::text IS NULL OR t.queue = $2)
+    RETURNING t.queue, t.chain_id, t.chain_step, t.scheduled_at <> '9999-12-31 00:00:00+00' AS due
+), later AS (
+    UPDATE tasks AS t
+    SET state = 'pending', scheduled_at = '9999-12-31 00:00:00+00', completed_at = NULL, error = NULL,
+        cancel_requested_at = NULL
+    FROM requeued
+    WHERE requeued.chain_id IS NOT NULL AND t.chain_id = requeued.chain_id
+      AND t.chain_step > requeued.chain_step AND t.state = 'cancelled'
+    RETURNING t.id
 ), notified AS (
-    SELECT pg_notify('tasks_new', queue) FROM (SELECT DISTINCT queue FROM requeued) AS q
+    SELECT pg_notify('tasks_new', queue) FROM (SELECT DISTINCT queue FROM requeued WHERE due) AS q
 )
 SELECT (SELECT count(*) FROM requeued) AS requeued, (SELECT count(*) FROM notified) AS queues
 "#;

@@ -126,13 +126,13 @@ pub(crate) async fn insert<C: ConnectionTrait>(
 
 /// A chain's steps, in one statement: the columns of [`INSERT_TASKS`] plus the chain id `$12`
 /// and each row's step number `$13`. Step 0 is scheduled as its options say; the later steps
-/// wait at `'infinity'` (never due: not claimed, and the insert trigger does not announce
-/// them) until the step before them completes and releases them (`sql::RELEASE_NEXT_STEP`).
+/// wait at `'9999-12-31 00:00:00+00'` (never due: not claimed, and the insert trigger does
+/// not announce them; the migration says why not `'infinity'`) until the step before them completes and releases them (`sql::RELEASE_NEXT_STEP`).
 const INSERT_CHAIN: &str = r#"
 INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
                    tags, chain_id, chain_step)
 SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
-       CASE WHEN r.step > 0 THEN 'infinity'::timestamptz
+       CASE WHEN r.step > 0 THEN '9999-12-31 00:00:00+00'::timestamptz
             WHEN r.has_scheduled_at THEN r.scheduled_at
             ELSE now() + make_interval(secs => r.delay_seconds) END,
        r.tags, $12::uuid, r.step

@@ -75,7 +75,7 @@ WITH done AS (
     FROM done
     WHERE done.chain_id IS NOT NULL AND n.chain_id = done.chain_id
       AND n.chain_step = done.chain_step + 1
-      AND n.state = 'pending' AND n.scheduled_at = 'infinity'
+      AND n.state = 'pending' AND n.scheduled_at = '9999-12-31 00:00:00+00'
     RETURNING n.queue
 )
 SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
