@@ -274,6 +274,53 @@ impl TaskLib {
         self.submit_one(row).await
     }
 
+    /// Submits task `name` whether or not this program registered it: for producers that
+    /// do not link the task code (the admin CLI, a service in another language's stead).
+    ///
+    /// A registered name goes through [`submit_json`](Self::submit_json): decoded into its
+    /// type, validated, the type's defaults applied. Any other name is written as given:
+    /// `args` is an object, or an array of positional arguments that the worker maps onto the
+    /// fields of the type it registered, in their declared order. The worker checks and
+    /// validates them when it runs the task; arguments that do not fit fail the task for
+    /// good, with the reason as its error. The queue, priority, retries and timeout come from
+    /// the options, else [`DEFAULT_QUEUE`](crate::DEFAULT_QUEUE) and the configuration (the
+    /// type's own defaults are not known here).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for an empty name, or arguments that are neither an object
+    /// nor an array; otherwise as [`submit_json`](Self::submit_json). Nothing is written on
+    /// error.
+    pub async fn submit_by_name(
+        &self,
+        name: &str,
+        args: Value,
+        options: SubmitOptions,
+    ) -> Result<Uuid> {
+        if name.trim().is_empty() {
+            return Err(Error::InvalidOption {
+                option: "name",
+                reason: "must not be empty".to_owned(),
+            });
+        }
+        if self.inner.registry.get(name).is_some() {
+            return self.submit_json(name, args, options).await;
+        }
+        if !(args.is_object() || args.is_array()) {
+            return Err(Error::InvalidOption {
+                option: "args",
+                reason: format!("must be a JSON object or array, got {args}"),
+            });
+        }
+        let defaults = TypeDefaults {
+            queue: crate::DEFAULT_QUEUE,
+            max_retries: None,
+            timeout: None,
+            priority: 0,
+        };
+        let row = self.prepare_row(name, args, defaults, &options)?;
+        self.submit_one(row).await
+    }
+
     /// [`submit_json`](Self::submit_json) inside the caller's transaction. PostgreSQL only.
     ///
     /// # Errors

@@ -149,24 +149,26 @@ fn check_json<T: Task>(name: &str, args: Value) -> Result<Value> {
     })
 }
 
-/// Decodes stored arguments. Failing to is permanent: the argument type changed since the
-/// task was submitted, or a chain fed this step something that does not fit it; retrying
-/// cannot fix either. Arguments stored as a positional array (a chain step's: the previous
-/// output in front of its own) were never validated, so they are validated here.
+/// Decodes and validates stored arguments. Failing to is permanent: the argument type changed
+/// since the task was submitted, a chain fed this step something that does not fit it, or a
+/// producer without the task type submitted it by name ([`TaskLib::submit_by_name`]); retrying
+/// cannot fix any of these. Typed submits were validated already; validating again costs
+/// little beside running the task, and covers the paths that could not validate.
+///
+/// [`TaskLib::submit_by_name`]: crate::TaskLib::submit_by_name
 fn decode_args<T: Task>(args: Value) -> Result<T, TaskError> {
-    let positional = args.is_array();
     let typed: T = serde_json::from_value(args).map_err(|e| {
         TaskError::permanent(format!(
             "stored arguments do not deserialize into the argument type of `{}` (changed since submit, or a chain step fed it the wrong output?): {e}",
             T::NAME
         ))
     })?;
-    if positional && let Err(errors) = typed.validate() {
-        return Err(TaskError::permanent(format!(
-            "the arguments a chain gave `{}` are invalid: {errors}",
+    typed.validate().map_err(|errors| {
+        TaskError::permanent(format!(
+            "the arguments of `{}` are invalid: {errors}",
             T::NAME
-        )));
-    }
+        ))
+    })?;
     Ok(typed)
 }
 

@@ -417,3 +417,43 @@ pub(crate) async fn submit_by_name_with_positional_or_keyword_arguments(h: &Harn
     pool.shutdown().await?;
     Ok(())
 }
+
+pub(crate) async fn submit_by_name_without_the_task_type(h: &Harness) -> TestResult {
+    // The producer has no registration: arguments are stored as given, and the worker that
+    // registered the type maps and validates them when it runs the task.
+    let positional = h
+        .tasks
+        .submit_by_name("add_numbers", json!([15, 25]), SubmitOptions::new())
+        .await?;
+    let invalid = h
+        .tasks
+        .submit_by_name(
+            "email",
+            json!({"to": "not an address"}),
+            SubmitOptions::new(),
+        )
+        .await?;
+    let not_args = h
+        .tasks
+        .submit_by_name("add_numbers", json!(15), SubmitOptions::new())
+        .await;
+    assert!(
+        matches!(not_args, Err(Error::InvalidOption { .. })),
+        "{not_args:?}"
+    );
+    register_common(&h.tasks)?;
+    let pool = h.tasks.spawn_workers(2)?;
+    let sum = h.tasks.wait_result(positional, PATIENCE).await?;
+    let refused = h.tasks.wait_result(invalid, PATIENCE).await?;
+    pool.shutdown().await?;
+    assert_eq!(sum.value_as::<i64>()?, 40, "{sum:?}");
+    assert_eq!(refused.status, TaskStatus::Failed, "{refused:?}");
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("invalid")),
+        "{refused:?}"
+    );
+    Ok(())
+}

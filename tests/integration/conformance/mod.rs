@@ -77,6 +77,7 @@ macro_rules! conformance_suite {
                 workers_serve_two_queues_with_their_own_concurrency,
                 bad_input_writes_nothing,
                 submit_by_name_with_positional_or_keyword_arguments,
+                submit_by_name_without_the_task_type,
             );
         }
     };
