@@ -1,5 +1,6 @@
-//! The quick start, end to end: define a task, connect, register a handler, submit (a valid
-//! and an invalid task), run workers until the work is done, and inspect the results.
+//! The quick start, end to end: define tasks, connect, register handlers, submit (a valid and
+//! an invalid task, and a chain of two steps), run workers, wait for the results, and inspect
+//! them.
 //!
 //! ```text
 //! cargo run -p tasklib-examples --example simple
@@ -11,7 +12,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tasklib::{SubmitOptions, Task, TaskContext, TaskError, TaskLib, TaskOutcome, WorkerEvent};
+use tasklib::{Chain, SubmitOptions, Task, TaskContext, TaskError, TaskLib};
 use validator::Validate;
 
 /// The arguments of a task: plain data, validated when submitted.
@@ -26,6 +27,18 @@ struct SendEmail {
 impl Task for SendEmail {
     const NAME: &'static str = "send_email";
     type Output = String;
+}
+
+/// A second step for a chain: it receives the receipt `send_email` returned (the previous
+/// step's output goes first in the next step's positional arguments).
+#[derive(Debug, Serialize, Deserialize, Validate)]
+struct RecordDelivery {
+    receipt: String,
+}
+
+impl Task for RecordDelivery {
+    const NAME: &'static str = "record_delivery";
+    type Output = usize;
 }
 
 #[tokio::main]
@@ -47,6 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             email.to
         );
         Ok::<_, TaskError>(format!("sent to {}", email.to))
+    })?;
+    tasks.register(|delivery: RecordDelivery, _ctx: TaskContext| async move {
+        println!("  [worker] recording {:?}", delivery.receipt);
+        Ok::<_, TaskError>(delivery.receipt.len())
     })?;
 
     // Submit. Invalid arguments are refused before anything is written.
@@ -82,23 +99,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("submitted {first} and {second} (the second runs after 500 ms)");
 
-    // Work in the same process until both are done.
+    // A chain: send, then record the delivery with what the send returned.
+    let chain = tasks
+        .submit_chain(
+            Chain::new(SendEmail {
+                to: "edsger@example.com".into(),
+                subject: "Chained".into(),
+            })
+            .then::<RecordDelivery>([]),
+        )
+        .await?;
+    println!("submitted chain {} (steps {:?})", chain.id, chain.steps);
+
+    // Work in the same process, and wait for each result (woken when the task finishes).
     let workers = tasks.spawn_workers(4)?;
-    let mut events = workers.subscribe();
-    let mut remaining = 2;
-    while remaining > 0 {
-        if let WorkerEvent::TaskFinished {
-            id,
-            outcome,
-            duration,
-            ..
-        } = events.recv().await?
-        {
-            println!("  [event] {id} finished: {outcome:?} in {duration:?}");
-            if outcome == TaskOutcome::Completed {
-                remaining -= 1;
-            }
-        }
+    for id in [first, second, chain.id] {
+        let result = tasks.wait_result(id, Duration::from_secs(30)).await?;
+        println!(
+            "  [result] {id}: {} {}",
+            result.status,
+            result.value.map(|v| v.to_string()).unwrap_or_default()
+        );
     }
     workers.shutdown().await?;
 
