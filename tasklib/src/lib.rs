@@ -142,6 +142,7 @@
 //! [`Capability`]; an option the engine cannot honour is refused at submit with
 //! [`Error::Unsupported`], never dropped. `docs/backends.md` compares the engines.
 
+mod attempt;
 mod backend;
 mod chain;
 #[cfg(feature = "cli")]

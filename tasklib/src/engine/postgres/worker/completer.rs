@@ -7,50 +7,10 @@ use serde_json::Value;
 
 use super::pool::PoolShared;
 use super::store::{self, AttemptRef};
+use crate::attempt::{Write, decide};
 use crate::retry::BackoffPolicy;
 use crate::task::TaskError;
 use crate::worker::TaskOutcome;
-
-/// What to write.
-#[derive(Debug)]
-enum Write {
-    Complete(Value),
-    Fail {
-        error: String,
-        retry_in: Option<Duration>,
-    },
-    Cancel(String),
-}
-
-/// Decides the write for an outcome. Pure, so the rules are unit-tested.
-fn decide(
-    policy: &BackoffPolicy,
-    retry_count: u32,
-    max_retries: u32,
-    outcome: Result<Value, TaskError>,
-    cancel_requested: bool,
-) -> Write {
-    let retries_left = retry_count < max_retries;
-    match outcome {
-        Ok(value) => Write::Complete(value),
-        Err(TaskError::Cancel(reason)) => Write::Cancel(format!("cancelled: {reason}")),
-        Err(error) if cancel_requested => {
-            Write::Cancel(format!("cancelled while running: {}", error.message()))
-        }
-        Err(error @ TaskError::Permanent(_)) => Write::Fail {
-            error: error.message(),
-            retry_in: None,
-        },
-        Err(error @ TaskError::Retry(_)) => Write::Fail {
-            error: error.message(),
-            retry_in: retries_left.then(|| policy.delay(retry_count + 1)),
-        },
-        Err(TaskError::RetryAfter(delay, source)) => Write::Fail {
-            error: crate::task::error_chain(source.as_ref()),
-            retry_in: retries_left.then_some(delay),
-        },
-    }
-}
 
 /// Writes the outcome, retrying the write through database outages for as long as the lock
 /// could still be ours (`lock_timeout`; fencing makes a late write harmless). Gives
@@ -149,57 +109,4 @@ async fn batched(pool: &PoolShared, attempt: &AttemptRef, result: Value) -> Opti
     };
     pool.batcher.send(done).ok()?;
     written.await.ok().flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> BackoffPolicy {
-        BackoffPolicy {
-            base: Duration::from_secs(5),
-            multiplier: 2.0,
-            max: Duration::from_secs(3600),
-            jitter: 0.0,
-        }
-    }
-
-    #[test]
-    fn retry_uses_backoff_while_retries_are_left() {
-        match decide(&policy(), 1, 3, Err(TaskError::retry("boom")), false) {
-            Write::Fail { error, retry_in } => {
-                assert_eq!(error, "boom");
-                assert_eq!(retry_in, Some(Duration::from_secs(10)));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            decide(&policy(), 3, 3, Err(TaskError::retry("boom")), false),
-            Write::Fail { retry_in: None, .. }
-        ));
-    }
-
-    #[test]
-    fn permanent_cancel_and_retry_after() {
-        assert!(matches!(
-            decide(&policy(), 0, 3, Err(TaskError::permanent("bad")), false),
-            Write::Fail { retry_in: None, .. }
-        ));
-        assert!(matches!(
-            decide(&policy(), 0, 3, Err(TaskError::cancel("user left")), false),
-            Write::Cancel(_)
-        ));
-        assert!(matches!(
-            decide(&policy(), 0, 3, Err(TaskError::retry_after(Duration::from_secs(42), "rate limited")), false),
-            Write::Fail { retry_in: Some(d), .. } if d == Duration::from_secs(42)
-        ));
-        assert!(matches!(
-            decide(&policy(), 0, 3, Err(TaskError::retry("x")), true),
-            Write::Cancel(_)
-        ));
-        assert!(matches!(
-            decide(&policy(), 0, 3, Ok(Value::Null), true),
-            Write::Complete(_)
-        ));
-    }
 }

@@ -8,18 +8,17 @@
 //! pool's `unwritten` semaphore (four times as many as there are slots): when writes fall behind,
 //! finished handlers keep their slot until they can queue, and claiming slows down.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument;
 
 use super::completer;
 use super::pool::{PoolShared, QueueState};
 use super::store::{AttemptRef, ClaimedRow};
+use crate::attempt;
 use crate::task::{TaskContext, TaskError};
 use crate::worker::WorkerEvent;
 
@@ -107,7 +106,14 @@ async fn execute(
             attempt: ctx.attempt,
         });
         tracing::debug!("task started");
-        run(pool, &row.name, row.args, ctx, timeout).await
+        match pool.registry.handler(&row.name) {
+            Some(handler) => attempt::run(handler.as_ref(), row.args, ctx, timeout).await,
+            // Only registered names are claimed; a pool whose registry lost the name is a bug.
+            None => Err(TaskError::permanent(format!(
+                "no handler registered for `{}` in this worker",
+                row.name
+            ))),
+        }
     };
     let duration = started.elapsed();
     let cancel_requested = *cancelled.borrow();
@@ -131,69 +137,4 @@ async fn execute(
         outcome: written,
         duration,
     });
-}
-
-/// Calls the handler under its time limit; a panic or a timeout becomes a retryable error.
-async fn run(
-    pool: &PoolShared,
-    name: &str,
-    args: serde_json::Value,
-    ctx: TaskContext,
-    timeout: Option<Duration>,
-) -> Result<serde_json::Value, TaskError> {
-    let Some(handler) = pool.registry.handler(name) else {
-        // Only registered names are claimed; a pool whose registry lost the name is a bug.
-        return Err(TaskError::permanent(format!(
-            "no handler registered for `{name}` in this worker"
-        )));
-    };
-    let run = AssertUnwindSafe(handler.call(args, ctx)).catch_unwind();
-    let finished = match timeout {
-        Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-        None => Ok(run.await),
-    };
-    match finished {
-        Ok(Ok(result)) => result,
-        Ok(Err(panic)) => Err(TaskError::retry(format!(
-            "handler panicked: {}",
-            panic_message(&*panic)
-        ))),
-        Err(limit) => Err(TaskError::retry(format!(
-            "timed out after {}",
-            human(limit)
-        ))),
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_owned()
-    }
-}
-
-/// `30s`, `1.5s`, `250ms`.
-pub(crate) fn human(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_durations_for_messages() {
-        assert_eq!(human(Duration::from_secs(30)), "30s");
-        assert_eq!(human(Duration::from_millis(250)), "250ms");
-        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
-    }
 }
