@@ -1,25 +1,145 @@
 //! The worker command made by `tasklib::cli::run_worker_command`, run as a real process.
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tasklib::{SubmitOptions, TaskLib};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tasklib::{BackendType, RedactedUrl, SubmitOptions, Task, TaskLib, TaskStatus};
 use tasklib_examples::demo_tasks::{CallApi, ProcessFile};
 use tasklib_test_utils::TestDatabase;
+use validator::Validate;
 
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type TestResult = Result<(), BoxError>;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_demo-worker");
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
+/// How long a test waits for the worker to finish a task or to stop.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The demo worker's `add_numbers`, as a producer in another program declares it: only the
+/// name and the fields are shared.
+#[derive(Debug, Serialize, Deserialize, Validate)]
+struct AddNumbers {
+    a: i64,
+    b: i64,
+}
+
+impl Task for AddNumbers {
+    const NAME: &'static str = "add_numbers";
+    type Output = i64;
+}
+
+/// The worker command with `args`, in an environment holding only `env` of tasklib's
+/// variables.
+fn worker(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(WORKER);
     cmd.args(args)
         .env_remove("DATABASE_URL")
-        .env_remove("TASK_QUEUES");
+        .env_remove("TASK_QUEUES")
+        .env_remove("TASK_BACKEND_TYPE");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output()
+    cmd
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
+    worker(args, env).output()
+}
+
+/// A failure: exit code `code` and one line on stderr, which is returned.
+fn one_line_error(out: &Output, code: i32) -> Result<String, String> {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() != Some(code) {
+        return Err(format!(
+            "expected exit {code}, got {:?}; stderr: {err}",
+            out.status.code()
+        ));
+    }
+    if err.trim().lines().count() != 1 {
+        return Err(format!("expected one error line, got: {err}"));
+    }
+    Ok(err)
+}
+
+/// The first engine this build lacks, and the cargo feature that adds it; `None` once every
+/// engine with a feature is compiled in.
+fn engine_not_compiled_in() -> Option<(BackendType, &'static str)> {
+    [BackendType::Celery, BackendType::Temporal]
+        .into_iter()
+        .find_map(|engine| match engine.ensure_available() {
+            Err(tasklib::Error::BackendNotCompiled { feature, .. }) => Some((engine, feature)),
+            _ => None,
+        })
+}
+
+/// A worker process whose log (stderr) is read as it comes, so that it never blocks on a
+/// full pipe; killed if the test ends without stopping it.
+struct Worker {
+    child: Option<Child>,
+    log: Option<JoinHandle<String>>,
+}
+
+impl Worker {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Worker> {
+        let mut child = worker(args, env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let log = child.stderr.take().map(|mut stderr| {
+            std::thread::spawn(move || {
+                let mut log = String::new();
+                // A read error ends the log early; the assertions on it then say what is missing.
+                let _ = stderr.read_to_string(&mut log);
+                log
+            })
+        });
+        Ok(Worker {
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status and its log.
+    async fn stop(mut self) -> Result<(ExitStatus, String), BoxError> {
+        let (mut child, log) = match (self.child.take(), self.log.take()) {
+            (Some(child), Some(log)) => (child, log),
+            _ => return Err("the worker was already stopped".into()),
+        };
+        let pid = child.id().to_string();
+        if !Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success()
+        {
+            return Err("could not send SIGTERM to the worker".into());
+        }
+        let exited = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+            let status = child.wait()?;
+            let log = log.join().map_err(|_| "the log reader panicked")?;
+            Ok((status, log))
+        });
+        match tokio::time::timeout(PATIENCE, exited).await {
+            Ok(joined) => joined?,
+            Err(_) => {
+                Command::new("kill").args(["-KILL", &pid]).status()?;
+                Err(format!("the worker did not stop within {PATIENCE:?} of SIGTERM").into())
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[test]
@@ -31,6 +151,8 @@ fn help_lists_the_flags_and_their_variables_without_values() -> TestResult {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
+        "--backend",
+        "TASK_BACKEND_TYPE",
         "--queues",
         "--concurrency",
         "--database-url",
@@ -49,15 +171,59 @@ fn bad_command_lines_exit_2_with_one_line() -> TestResult {
         &["--frobnicate"][..],
         &["--database-url", "postgres://h/db", "--concurrency", "0"][..],
     ] {
-        let out = run(args, &[])?;
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        one_line_error(&run(args, &[])?, 2)?;
     }
-    // No database at all: clap says which flag or variable is missing.
-    let out = run(&[], &[])?;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--database-url"));
+    // No database at all: the error says which flag or variable is missing.
+    let err = one_line_error(&run(&[], &[])?, 2)?;
+    assert!(
+        err.contains("--database-url") && err.contains("DATABASE_URL"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_engines_are_refused_with_the_valid_names() -> TestResult {
+    // From the flag: a bad command line (2). From the variable: a bad configuration (1).
+    let from_flag = run(
+        &["--backend", "nosuch", "--database-url", "postgres://h/db"],
+        &[],
+    )?;
+    let err = one_line_error(&from_flag, 2)?;
+    assert!(
+        err.contains("nosuch") && err.contains("postgres, celery, temporal, hatchet"),
+        "{err}"
+    );
+    let from_env = run(
+        &["--database-url", "postgres://h/db"],
+        &[("TASK_BACKEND_TYPE", "nosuch")],
+    )?;
+    let err = one_line_error(&from_env, 1)?;
+    assert!(
+        err.contains("TASK_BACKEND_TYPE")
+            && err.contains("nosuch")
+            && err.contains("postgres, celery, temporal, hatchet"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_engine_not_compiled_in_names_its_cargo_feature() -> TestResult {
+    let Some((engine, feature)) = engine_not_compiled_in() else {
+        return Ok(()); // every engine is compiled in: nothing to refuse
+    };
+    // No DATABASE_URL: another engine than PostgreSQL does not ask for one.
+    let from_flag = run(&["--backend", engine.as_str()], &[])?;
+    let from_env = run(&[], &[("TASK_BACKEND_TYPE", engine.as_str())])?;
+    for out in [from_flag, from_env] {
+        let err = one_line_error(&out, 1)?;
+        assert!(
+            err.contains(&format!("`{engine}` backend is not compiled in"))
+                && err.contains(&format!("cargo feature `{feature}`")),
+            "{err}"
+        );
+    }
     Ok(())
 }
 
@@ -68,45 +234,34 @@ fn an_unreachable_database_exits_1_without_the_password() -> TestResult {
         &[("TASKLIB_CONNECT_TIMEOUT", "1s")],
     )?;
     assert_eq!(out.status.code(), Some(1));
+    // The log (the engine it tried, first) shares stderr with the one line of the error.
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("could not connect"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("could not connect"), "{err}");
+    assert!(err.contains("tasklib backend: postgres"), "{err}");
     assert!(!err.contains("pa55-word"), "{err}");
     Ok(())
-}
-
-/// Polls until `id` is completed (the worker is another process: no event to await).
-async fn completed(
-    tasks: &TaskLib,
-    id: uuid::Uuid,
-) -> Result<tasklib::TaskRecord, Box<dyn std::error::Error + Send + Sync>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let task = tasks.get_task(id).await?.ok_or("missing")?;
-        if task.is_completed() || Instant::now() > deadline {
-            return Ok(task);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
 async fn serves_the_queues_from_env_and_stops_cleanly_on_sigterm() -> TestResult {
     let db = TestDatabase::new().await?;
     let tasks = TaskLib::connect(db.url()).await?;
-    let mut child = Command::new(WORKER)
-        .args([
+    let worker = Worker::start(
+        &[
             "--concurrency",
             "file_processing=2",
             "--poll-interval",
             "100ms",
-        ])
-        .env("DATABASE_URL", db.url())
-        .env("TASK_QUEUES", "file_processing")
-        .env("TASKLIB_WORKER_ID", "demo-1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        ],
+        &[
+            ("DATABASE_URL", db.url()),
+            ("TASK_QUEUES", "file_processing"),
+            ("TASKLIB_WORKER_ID", "demo-1"),
+            ("RUST_LOG", "info"),
+        ],
+    )?;
     let file = tasks
         .submit(ProcessFile {
             path: "a.csv".into(),
@@ -117,34 +272,13 @@ async fn serves_the_queues_from_env_and_stops_cleanly_on_sigterm() -> TestResult
             endpoint: "/x".into(),
         })
         .await?;
-    let done = completed(&tasks, file).await?;
-    assert_eq!(
-        done.result_as::<String>()?.as_deref(),
-        Some("processed a.csv on demo-1")
-    );
+    let done = tasks.wait_result(file, PATIENCE).await?;
+    assert_eq!(done.value_as::<String>()?, "processed a.csv on demo-1");
     // api_processing is not served by this worker.
-    assert!(tasks.get_task(api).await?.ok_or("missing")?.is_pending());
+    assert_eq!(tasks.get_result(api).await?.status, TaskStatus::Pending);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = child.try_wait()? {
-            break exit;
-        }
-        if Instant::now() > deadline {
-            child.kill()?;
-            return Err("worker did not stop after SIGTERM".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (exit, log) = worker.stop().await?;
     assert!(exit.success(), "exit status {exit}");
-    let mut log = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut stderr, &mut log)?;
-    }
     assert!(
         log.contains("Starting TaskWorker demo-1 with concurrency=2"),
         "{log}"
@@ -154,48 +288,89 @@ async fn serves_the_queues_from_env_and_stops_cleanly_on_sigterm() -> TestResult
 }
 
 #[tokio::test]
-async fn per_queue_concurrency_from_flags() -> TestResult {
+async fn two_queues_with_their_own_concurrency_from_flags() -> TestResult {
     let db = TestDatabase::new().await?;
     let tasks = TaskLib::connect(db.url()).await?;
-    let mut child = Command::new(WORKER)
-        .args([
+    let worker = Worker::start(
+        &[
             "--database-url",
             db.url(),
             "--queues",
             "file_processing,api_processing",
             "--concurrency",
-            "file_processing=2,api_processing=8",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let ids = [
-        tasks
-            .submit(ProcessFile {
-                path: "b.csv".into(),
-            })
-            .await?,
-        tasks
-            .submit_with(
-                CallApi {
-                    endpoint: "/y".into(),
-                },
-                SubmitOptions::new(),
-            )
-            .await?,
-    ];
-    for id in ids {
-        assert!(completed(&tasks, id).await?.is_completed());
+            "file_processing=1,api_processing=3",
+        ],
+        &[],
+    )?;
+    let file = tasks
+        .submit(ProcessFile {
+            path: "b.csv".into(),
+        })
+        .await?;
+    let api = tasks
+        .submit_with(
+            CallApi {
+                endpoint: "/y".into(),
+            },
+            SubmitOptions::new(),
+        )
+        .await?;
+    let sum = tasks.submit(AddNumbers { a: 1, b: 2 }).await?;
+    for id in [file, api] {
+        assert!(tasks.wait_result(id, PATIENCE).await?.is_completed());
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    let exit = child.wait()?;
-    assert!(exit.success());
-    let mut log = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut stderr, &mut log)?;
+    // `default` is not among the queues served.
+    assert_eq!(tasks.get_result(sum).await?.status, TaskStatus::Pending);
+    let (exit, log) = worker.stop().await?;
+    assert!(exit.success(), "exit status {exit}; log: {log}");
+    assert!(log.contains("with concurrency=4"), "1 + 3 slots: {log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn adds_numbers_on_the_engine_the_flag_chooses() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    // The flag wins over the variable (which names an engine this build may lack).
+    let worker = Worker::start(
+        &["--backend", "postgres", "--queues", "default"],
+        &[
+            ("TASK_BACKEND_TYPE", "celery"),
+            ("DATABASE_URL", db.url()),
+            ("RUST_LOG", "info"),
+        ],
+    )?;
+    // By name with positional arguments, as `tasklib submit add_numbers --args '[15, 25]'`
+    // does; then typed, as a Rust producer would.
+    let positional = tasks
+        .submit_by_name("add_numbers", json!([15, 25]), SubmitOptions::new())
+        .await?;
+    let typed = tasks.submit(AddNumbers { a: 15, b: 25 }).await?;
+    for id in [positional, typed] {
+        let result = tasks.wait_result(id, PATIENCE).await?;
+        assert_eq!(
+            serde_json::to_value(&result)?,
+            json!({"id": id, "status": "completed", "value": 40, "error": null})
+        );
     }
-    assert!(log.contains("with concurrency=10"), "2 + 8 slots: {log}");
+    // An overflow fails for good, with the reason.
+    let overflow = tasks.submit(AddNumbers { a: i64::MAX, b: 1 }).await?;
+    let result = tasks.wait_result(overflow, PATIENCE).await?;
+    assert_eq!(result.status, TaskStatus::Failed);
+    assert!(
+        result
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not fit")),
+        "{result:?}"
+    );
+
+    let (exit, log) = worker.stop().await?;
+    assert!(exit.success(), "exit status {exit}; log: {log}");
+    let shown = format!(
+        "tasklib backend: postgres (database_url={})",
+        RedactedUrl::new(db.url())
+    );
+    assert!(log.contains(&shown), "{shown:?} missing from: {log}");
     Ok(())
 }

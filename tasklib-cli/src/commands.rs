@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Map, Value, json};
-use tasklib::{CancelOutcome, ConfigBuilder, TaskFilter, TaskLib, TaskRecord, TaskState};
+use tasklib::cli::EngineArgs;
+use tasklib::{
+    CancelOutcome, SubmitOptions, TaskFilter, TaskLib, TaskRecord, TaskResult, TaskState,
+    TaskStatus,
+};
 use uuid::Uuid;
 
 use crate::Command;
@@ -16,6 +20,9 @@ use crate::output::{age, table};
 pub(crate) enum CliError {
     /// The input was wrong (a bad id, a bad filter).
     Input(String),
+    /// The command ran, and its answer is no: a task that did not complete, a command the
+    /// engine has no means for.
+    Outcome(String),
     /// tasklib (the database) said no.
     Tasklib(tasklib::Error),
 }
@@ -23,7 +30,7 @@ pub(crate) enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Input(message) => f.write_str(message),
+            CliError::Input(message) | CliError::Outcome(message) => f.write_str(message),
             CliError::Tasklib(error) => {
                 let mut text = tasklib::cli::one_line(error);
                 if text.contains("relation \"tasks\" does not exist") {
@@ -31,6 +38,26 @@ impl fmt::Display for CliError {
                 }
                 f.write_str(&text)
             }
+        }
+    }
+}
+
+impl CliError {
+    /// For a command that needs what the engine lacks (listing, the admin operations), says
+    /// which command, rather than the library's "drop that option".
+    fn for_command(self, command: Option<&str>) -> CliError {
+        match (self, command) {
+            (
+                CliError::Tasklib(tasklib::Error::Unsupported {
+                    backend,
+                    capability,
+                }),
+                Some(command),
+            ) => CliError::Outcome(format!(
+                "`tasklib {command}` is not available on the `{backend}` backend: it has no \
+                 {capability} (docs/backends.md lists what each backend supports)"
+            )),
+            (error, _) => error,
         }
     }
 }
@@ -95,6 +122,80 @@ pub(crate) struct PruneArgs {
     older_than: Duration,
 }
 
+/// `submit` options.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// The task's name, as its worker registered it.
+    #[arg(value_parser = parse_name)]
+    name: String,
+    /// The arguments: a JSON object, or a JSON array of positional arguments that the worker
+    /// maps onto the fields of the task's type in order. Defaults to `{}`.
+    #[arg(long, value_parser = parse_json_args, value_name = "JSON")]
+    args: Option<Value>,
+    /// The queue. Defaults to `default`, not the task type's own queue (this command has no
+    /// task code to know it): name the queue its workers serve.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Run no earlier than this long from now, e.g. `10s`, `5m`.
+    #[arg(long, value_parser = parse_delay, value_name = "DURATION")]
+    delay: Option<Duration>,
+    /// Higher runs first among the due tasks of a queue. Defaults to 0.
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i32>,
+}
+
+impl SubmitArgs {
+    fn options(&self) -> SubmitOptions {
+        let mut options = SubmitOptions::new();
+        if let Some(queue) = &self.queue {
+            options = options.queue(queue.clone());
+        }
+        if let Some(delay) = self.delay {
+            options = options.delay(delay);
+        }
+        if let Some(priority) = self.priority {
+            options = options.priority(priority);
+        }
+        options
+    }
+}
+
+/// `result` options.
+#[derive(Debug, Args)]
+pub(crate) struct ResultArgs {
+    /// The task's (or chain's) id.
+    id: String,
+    /// Wait up to this long for it to finish, e.g. `30s`.
+    #[arg(long, value_parser = parse_wait, value_name = "DURATION")]
+    wait: Option<Duration>,
+    /// Print one JSON object (`id`, `status`, `value`, `error`) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_name(s: &str) -> std::result::Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the task name must not be empty".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_json_args(s: &str) -> std::result::Result<Value, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(value @ (Value::Object(_) | Value::Array(_))) => Ok(value),
+        Ok(other) => Err(format!("expected a JSON object or array, got {other}")),
+        Err(error) => Err(format!("not JSON ({error})")),
+    }
+}
+
+fn parse_delay(s: &str) -> std::result::Result<Duration, String> {
+    tasklib::parse_duration("--delay", s).map_err(|e| e.to_string())
+}
+
+fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
+    tasklib::parse_duration("--wait", s).map_err(|e| e.to_string())
+}
+
 fn parse_state(s: &str) -> std::result::Result<TaskState, String> {
     s.parse::<TaskState>().map_err(|e| e.to_string())
 }
@@ -111,34 +212,70 @@ fn parse_id(s: &str) -> Result<Uuid> {
     })
 }
 
-async fn connect(url: Option<String>, migrate: bool) -> Result<TaskLib> {
-    let url = url.ok_or_else(|| {
-        CliError::Input("no database: pass --database-url or set DATABASE_URL".to_owned())
-    })?;
-    let config = ConfigBuilder::from_vars(|name| {
-        if name == "DATABASE_URL" {
-            Some(url.clone())
-        } else {
-            std::env::var(name).ok()
-        }
-    })?
-    .run_migrations(migrate)
-    .max_connections(2)
-    .build()?;
+/// Connects to the engine the flags and the environment choose, without migrating (`migrate`
+/// does that itself).
+async fn connect(engine: &EngineArgs) -> Result<TaskLib> {
+    if engine.lacks_database_url() {
+        return Err(CliError::Input(
+            "no database: pass --database-url or set DATABASE_URL".to_owned(),
+        ));
+    }
+    let config = engine
+        .config_builder()?
+        .run_migrations(false)
+        .max_connections(2)
+        .build()?;
     Ok(TaskLib::connect_with(config).await?)
 }
 
-pub(crate) async fn run(url: Option<String>, command: Command) -> Result<()> {
+impl Command {
+    /// The command's name when it needs more than every engine has (PostgreSQL's listing and
+    /// admin operations, cancelling); `None` for `submit` and `result`, whose failures are
+    /// about their options.
+    fn engine_specific(&self) -> Option<&'static str> {
+        match self {
+            Command::Migrate => Some("migrate"),
+            Command::Status { .. } => Some("status"),
+            Command::List(_) => Some("list"),
+            Command::Show { .. } => Some("show"),
+            Command::Retry(_) => Some("retry"),
+            Command::Cancel { .. } => Some("cancel"),
+            Command::Prune(_) => Some("prune"),
+            Command::Submit(_) | Command::Result(_) => None,
+        }
+    }
+}
+
+pub(crate) async fn run(engine: &EngineArgs, command: Command) -> Result<()> {
+    let name = command.engine_specific();
+    execute(engine, command)
+        .await
+        .map_err(|error| error.for_command(name))
+}
+
+async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
     match command {
         Command::Migrate => {
-            connect(url, true).await?;
+            connect(engine).await?.migrate().await?;
             println!("migrations applied");
         }
-        Command::Status { json } => status(&connect(url, false).await?, json).await?,
-        Command::List(args) => list(&connect(url, false).await?, args).await?,
+        Command::Submit(args) => {
+            let tasks = connect(engine).await?;
+            let json_args = args.args.clone().unwrap_or_else(|| json!({}));
+            let id = tasks
+                .submit_by_name(&args.name, json_args, args.options())
+                .await?;
+            println!("{id}");
+        }
+        Command::Result(args) => {
+            let id = parse_id(&args.id)?;
+            result(&connect(engine).await?, id, args.wait, args.json).await?;
+        }
+        Command::Status { json } => status(&connect(engine).await?, json).await?,
+        Command::List(args) => list(&connect(engine).await?, args).await?,
         Command::Show { id, json } => {
             let id = parse_id(&id)?;
-            let tasks = connect(url, false).await?;
+            let tasks = connect(engine).await?;
             let task = tasks
                 .get_task(id)
                 .await?
@@ -147,32 +284,90 @@ pub(crate) async fn run(url: Option<String>, command: Command) -> Result<()> {
         }
         Command::Retry(args) => {
             if args.failed {
-                let tasks = connect(url, false).await?;
+                let tasks = connect(engine).await?;
                 let n = tasks
                     .retry_failed(args.name.as_deref(), args.queue.as_deref())
                     .await?;
                 println!("re-queued {n} task{}", if n == 1 { "" } else { "s" });
             } else {
                 let id = parse_id(args.id.as_deref().unwrap_or_default())?;
-                connect(url, false).await?.retry(id).await?;
+                connect(engine).await?.retry(id).await?;
                 println!("re-queued {id}");
             }
         }
         Command::Cancel { id } => {
             let id = parse_id(&id)?;
-            match connect(url, false).await?.cancel(id).await? {
+            match connect(engine).await?.cancel(id).await? {
                 CancelOutcome::Cancelled => println!("cancelled {id}"),
                 CancelOutcome::Requested => println!("{id} is running: cancellation requested"),
                 _ => println!("{id}: cancel recorded"),
             }
         }
         Command::Prune(args) => {
-            let n = connect(url, false)
+            let n = connect(engine)
                 .await?
                 .prune(&args.state, args.older_than)
                 .await?;
             println!("deleted {n} task{}", if n == 1 { "" } else { "s" });
         }
+    }
+    Ok(())
+}
+
+/// Prints a result, then fails unless it completed: on stdout where the task stands, on stderr
+/// why that is not success.
+async fn result(tasks: &TaskLib, id: Uuid, wait: Option<Duration>, json: bool) -> Result<()> {
+    let outcome = match wait {
+        None => tasks.get_result(id).await?,
+        Some(timeout) => match tasks.wait_result(id, timeout).await {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_timeout() => {
+                show_result(&tasks.get_result(id).await?, json)?;
+                return Err(error.into());
+            }
+            Err(error) => return Err(error.into()),
+        },
+    };
+    show_result(&outcome, json)?;
+    match not_completed(&outcome) {
+        None => Ok(()),
+        Some(why) => Err(CliError::Outcome(why)),
+    }
+}
+
+/// Why a result is not a success, on one line; `None` when it completed.
+fn not_completed(outcome: &TaskResult) -> Option<String> {
+    let id = outcome.id;
+    let error = outcome.error.as_deref().map(|e| e.replace('\n', " "));
+    match (outcome.status, error) {
+        (TaskStatus::Completed, _) => None,
+        (TaskStatus::Failed, Some(error)) => Some(format!("task {id} failed: {error}")),
+        (TaskStatus::Cancelled, Some(error)) => Some(format!("task {id} was cancelled ({error})")),
+        (status, _) if status.is_terminal() => Some(format!("task {id} is {status}")),
+        (status, Some(error)) => Some(format!(
+            "task {id} has not finished: it is {status} (its last attempt failed: {error})"
+        )),
+        (status, None) => Some(format!("task {id} has not finished: it is {status}")),
+    }
+}
+
+fn show_result(outcome: &TaskResult, json: bool) -> Result<()> {
+    if json {
+        let text = serde_json::to_string(outcome).map_err(|e| CliError::Input(e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let value = outcome
+        .value
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), Value::to_string);
+    println!("{:<8}{}", "id", outcome.id);
+    println!("{:<8}{}", "status", outcome.status);
+    println!("{:<8}{value}", "value");
+    match &outcome.error {
+        Some(error) if error.contains('\n') => println!("error:\n{error}"),
+        Some(error) => println!("{:<8}{error}", "error"),
+        None => println!("{:<8}-", "error"),
     }
     Ok(())
 }
@@ -346,5 +541,38 @@ fn show(t: &TaskRecord, json: bool) {
     match &t.error {
         Some(error) => println!("error:\n{error}"),
         None => println!("{:<14}-", "error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasklib::{BackendType, Capability};
+
+    #[test]
+    fn an_engine_without_a_command_is_named_with_the_command() {
+        let lacking = || {
+            CliError::Tasklib(tasklib::Error::Unsupported {
+                backend: BackendType::Celery,
+                capability: Capability::List,
+            })
+        };
+        let message = lacking().for_command(Some("status")).to_string();
+        assert_eq!(
+            message,
+            "`tasklib status` is not available on the `celery` backend: it has no list \
+             (docs/backends.md lists what each backend supports)"
+        );
+        // An option `submit` asked for stays the library's message, which names the option.
+        let message = lacking().for_command(None).to_string();
+        assert!(message.contains("does not support list"), "{message}");
+    }
+
+    #[test]
+    fn json_arguments_are_an_object_or_an_array() {
+        assert_eq!(parse_json_args("[15, 25]"), Ok(json!([15, 25])));
+        assert_eq!(parse_json_args(r#"{"a": 1}"#), Ok(json!({"a": 1})));
+        assert!(parse_json_args("42").is_err_and(|e| e.contains("object or array")));
+        assert!(parse_json_args("[15").is_err_and(|e| e.contains("not JSON")));
     }
 }

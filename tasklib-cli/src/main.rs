@@ -8,10 +8,16 @@
 //! tasklib retry <id> | tasklib retry --failed [--name N] [--queue Q]
 //! tasklib cancel <id>
 //! tasklib prune --state completed --older-than 7d
+//! tasklib submit add_numbers --args '[15, 25]' [--queue Q] [--delay 10s] [--priority N]
+//! tasklib result <id> [--wait 30s] [--json]
 //! ```
 //!
-//! The database comes from `--database-url` or `DATABASE_URL`. Errors are one line on
-//! stderr with exit code 1 (2 for a bad command line).
+//! The engine comes from `--backend` or `TASK_BACKEND_TYPE` (PostgreSQL by default) and its
+//! own variables; PostgreSQL's database from `--database-url` or `DATABASE_URL`. `submit` and
+//! `result` work on every engine, `cancel` on those that can cancel; the other commands need
+//! PostgreSQL, and say so on another engine.
+//! Errors are one line on stderr with exit code 1 (2 for a bad command line); `result` exits
+//! 0 only for a completed task.
 
 mod commands;
 mod output;
@@ -22,17 +28,15 @@ use clap::{Parser, Subcommand};
 
 /// Inspect and repair a tasklib task queue.
 #[derive(Debug, Parser)]
-#[command(name = "tasklib", version, about, long_about = None)]
+#[command(
+    name = "tasklib",
+    version,
+    about = "Inspect and repair a tasklib task queue; submit tasks and read their results",
+    long_about = None
+)]
 struct Cli {
-    /// PostgreSQL URL.
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    database_url: Option<String>,
+    #[command(flatten)]
+    engine: tasklib::cli::EngineArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -67,6 +71,10 @@ enum Command {
     },
     /// Delete finished tasks older than an age.
     Prune(commands::PruneArgs),
+    /// Submit a task by name; prints its id.
+    Submit(commands::SubmitArgs),
+    /// A task's status, and its value or error; exits 0 only when it completed.
+    Result(commands::ResultArgs),
 }
 
 #[tokio::main]
@@ -75,7 +83,7 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return tasklib::cli::clap_exit(&err),
     };
-    match commands::run(cli.database_url, cli.command).await {
+    match commands::run(&cli.engine, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

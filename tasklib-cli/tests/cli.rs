@@ -3,9 +3,10 @@
 use std::process::{Command, Output};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tasklib::{SubmitOptions, Task, TaskLib};
+use serde_json::{Value, json};
+use tasklib::{BackendType, SubmitOptions, Task, TaskContext, TaskError, TaskLib};
 use tasklib_test_utils::TestDatabase;
+use uuid::Uuid;
 use validator::Validate;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -20,13 +21,63 @@ impl Task for Export {
     type Output = ();
 }
 
+/// The demo worker's `add_numbers` (`examples/worker_cli`), which the workers in these tests
+/// run. The `tasklib` command knows nothing of it.
+#[derive(Debug, Serialize, Deserialize, Validate)]
+struct AddNumbers {
+    a: i64,
+    b: i64,
+}
+
+impl Task for AddNumbers {
+    const NAME: &'static str = "add_numbers";
+    type Output = i64;
+}
+
 /// Runs `tasklib <args>` against `db` (through DATABASE_URL, as an operator would).
 fn tasklib(db: &TestDatabase, args: &[&str]) -> std::io::Result<Output> {
-    Command::new(env!("CARGO_BIN_EXE_tasklib"))
+    tasklib_with(db, args, &[])
+}
+
+/// [`tasklib`] with more variables set; the engine is the default unless they choose one.
+fn tasklib_with(db: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tasklib"));
+    command
         .args(args)
         .env("DATABASE_URL", db.url())
         .env("TASKLIB_CONNECT_TIMEOUT", "2s")
-        .output()
+        .env_remove("TASK_BACKEND_TYPE");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output()
+}
+
+/// [`tasklib`] on a blocking thread, so that a worker on this test's runtime keeps running.
+async fn tasklib_async(db: &TestDatabase, args: &[&str]) -> std::io::Result<Output> {
+    let url = db.url().to_owned();
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tasklib"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("TASKLIB_CONNECT_TIMEOUT", "2s")
+            .env_remove("TASK_BACKEND_TYPE")
+            .output()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The first engine this build lacks, and the cargo feature that adds it; `None` once every
+/// engine with a feature is compiled in.
+fn engine_not_compiled_in() -> Option<(BackendType, &'static str)> {
+    [BackendType::Celery, BackendType::Temporal]
+        .into_iter()
+        .find_map(|engine| match engine.ensure_available() {
+            Err(tasklib::Error::BackendNotCompiled { feature, .. }) => Some((engine, feature)),
+            _ => None,
+        })
 }
 
 fn stdout(out: &Output) -> String {
@@ -288,13 +339,223 @@ async fn bad_flags_and_unreachable_databases_are_one_line_errors() -> TestResult
         .output()?;
     assert!(out.status.success());
     let help = stdout(&out);
-    assert!(
-        help.contains("prune") && help.contains("DATABASE_URL"),
-        "{help}"
-    );
+    for expected in [
+        "prune",
+        "submit",
+        "result",
+        "DATABASE_URL",
+        "TASK_BACKEND_TYPE",
+    ] {
+        assert!(help.contains(expected), "{expected} missing from: {help}");
+    }
     assert!(
         !help.contains("hidden-pw"),
         "--help shows the URL's value: {help}"
     );
+    Ok(())
+}
+
+/// Submits with the command and reads the result with it, while a worker (in this process,
+/// registered as the demo worker registers `add_numbers`) runs the tasks.
+#[tokio::test]
+async fn submit_then_result_wait_against_a_running_worker() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
+        Ok::<_, TaskError>(numbers.a + numbers.b)
+    })?;
+    let pool = tasks.spawn_workers(2)?;
+
+    for args in ["[15, 25]", r#"{"a": 15, "b": 25}"#] {
+        let out = tasklib_async(&db, &["submit", "add_numbers", "--args", args]).await?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let printed = stdout(&out);
+        assert_eq!(printed.lines().count(), 1, "{printed}");
+        let id: Uuid = printed.trim().parse()?;
+
+        let out =
+            tasklib_async(&db, &["result", &id.to_string(), "--wait", "30s", "--json"]).await?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(
+            json,
+            json!({"id": id, "status": "completed", "value": 40, "error": null})
+        );
+
+        let out = tasklib_async(&db, &["result", &id.to_string()]).await?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains("status  completed") && text.contains("value   40"),
+            "{text}"
+        );
+    }
+
+    // Arguments that do not fit the worker's type: the task fails for good, and `result`
+    // prints it and exits 1 with the reason.
+    let out = tasklib_async(&db, &["submit", "add_numbers", "--args", r#"["x", 25]"#]).await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let out = tasklib_async(&db, &["result", &id, "--wait", "30s", "--json"]).await?;
+    let err = assert_one_line_error(&out, 1)?;
+    assert!(err.contains(&format!("task {id} failed")), "{err}");
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["status"], "failed");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("do not deserialize")),
+        "{json}"
+    );
+
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn submit_takes_queue_delay_and_priority_and_result_says_what_is_unfinished() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    let out = tasklib(
+        &db,
+        &[
+            "submit",
+            "add_numbers",
+            "--args",
+            r#"{"a": 1, "b": 2}"#,
+            "--queue",
+            "math",
+            "--delay",
+            "10m",
+            "--priority",
+            "-3",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id: Uuid = stdout(&out).trim().parse()?;
+    let task = tasks.get_task(id).await?.ok_or("not submitted")?;
+    assert_eq!(
+        (task.name.as_str(), task.queue.as_str(), task.priority),
+        ("add_numbers", "math", -3)
+    );
+    assert_eq!(task.args, json!({"a": 1, "b": 2}));
+    assert!(task.scheduled_at > chrono::Utc::now() + chrono::Duration::minutes(9));
+
+    // Not finished: printed as it stands, and exit 1.
+    let out = tasklib(&db, &["result", &id.to_string()])?;
+    let err = assert_one_line_error(&out, 1)?;
+    assert!(err.contains("has not finished: it is pending"), "{err}");
+    assert!(stdout(&out).contains("status  pending"), "{}", stdout(&out));
+    let out = tasklib(
+        &db,
+        &["result", &id.to_string(), "--wait", "200ms", "--json"],
+    )?;
+    let err = assert_one_line_error(&out, 1)?;
+    assert!(err.contains("did not finish within"), "{err}");
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["status"], "pending");
+
+    // No arguments at all is `{}`.
+    let out = tasklib(&db, &["submit", "cleanup"])?;
+    let id: Uuid = stdout(&out).trim().parse()?;
+    assert_eq!(
+        tasks.get_task(id).await?.ok_or("not submitted")?.args,
+        json!({})
+    );
+
+    // Arguments that are not a JSON object or array are a bad command line.
+    for args in ["[15", "42"] {
+        let err = assert_one_line_error(
+            &tasklib(&db, &["submit", "add_numbers", "--args", args])?,
+            2,
+        )?;
+        assert!(err.contains("--args"), "{err}");
+    }
+    assert_one_line_error(&tasklib(&db, &["submit", " "])?, 2)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn result_of_an_unknown_or_malformed_id_fails() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let missing = Uuid::now_v7().to_string();
+    for args in [
+        &["result", missing.as_str()][..],
+        &["result", missing.as_str(), "--wait", "5s"][..],
+        &["result", missing.as_str(), "--json"][..],
+    ] {
+        let out = tasklib(&db, args)?;
+        let err = assert_one_line_error(&out, 1)?;
+        assert!(err.contains(&format!("no task with id {missing}")), "{err}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+    let err = assert_one_line_error(&tasklib(&db, &["result", "not-a-uuid"])?, 1)?;
+    assert!(err.contains("not a task id"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_engine_comes_from_the_flag_or_the_variable() -> TestResult {
+    let db = TestDatabase::new().await?;
+    // Unknown names: a bad command line from the flag, a bad configuration from the
+    // variable; both name the valid ones.
+    let from_flag = tasklib(&db, &["status", "--backend", "nosuch"])?;
+    let from_env = tasklib_with(&db, &["status"], &[("TASK_BACKEND_TYPE", "nosuch")])?;
+    for (out, code) in [(from_flag, 2), (from_env, 1)] {
+        let err = assert_one_line_error(&out, code)?;
+        assert!(
+            err.contains("nosuch") && err.contains("postgres, celery, temporal, hatchet"),
+            "{err}"
+        );
+    }
+    // The flag wins over the variable.
+    let out = tasklib_with(
+        &db,
+        &["status", "--backend", "postgres"],
+        &[("TASK_BACKEND_TYPE", "nosuch")],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Hatchet is known and refused, saying why.
+    let err = assert_one_line_error(&tasklib(&db, &["status", "--backend", "hatchet"])?, 1)?;
+    assert!(err.contains("not supported yet"), "{err}");
+
+    let Some((engine, feature)) = engine_not_compiled_in() else {
+        return Ok(()); // every engine is compiled in: nothing more to refuse
+    };
+    let id = Uuid::now_v7().to_string();
+    for out in [
+        tasklib(
+            &db,
+            &[
+                "submit",
+                "add_numbers",
+                "--args",
+                "[1, 2]",
+                "--backend",
+                engine.as_str(),
+            ],
+        )?,
+        tasklib_with(
+            &db,
+            &["result", &id],
+            &[("TASK_BACKEND_TYPE", engine.as_str())],
+        )?,
+        tasklib(&db, &["status", "--backend", engine.as_str()])?,
+    ] {
+        let err = assert_one_line_error(&out, 1)?;
+        assert!(
+            err.contains(&format!("`{engine}` backend is not compiled in"))
+                && err.contains(&format!("cargo feature `{feature}`")),
+            "{err}"
+        );
+    }
+    // Another engine than PostgreSQL does not ask for a database.
+    let out = Command::new(env!("CARGO_BIN_EXE_tasklib"))
+        .args(["result", &id, "--backend", engine.as_str()])
+        .env_remove("DATABASE_URL")
+        .env_remove("TASK_BACKEND_TYPE")
+        .output()?;
+    let err = assert_one_line_error(&out, 1)?;
+    assert!(err.contains(&format!("cargo feature `{feature}`")), "{err}");
     Ok(())
 }

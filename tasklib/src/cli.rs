@@ -26,21 +26,113 @@
 //! ```text
 //! my-worker --queues file_processing,api_processing --concurrency file_processing=2,api_processing=8
 //! DATABASE_URL=postgres://… TASK_QUEUES=file_processing my-worker --concurrency 4
+//! TASK_BACKEND_TYPE=celery TASK_CELERY_BROKER_URL=redis://… my-worker
 //! ```
 //!
+//! The engine comes from `--backend` or `TASK_BACKEND_TYPE` (the flag wins; PostgreSQL by
+//! default), its settings from its own variables (see [`ConfigBuilder::from_vars`]);
+//! `--database-url` or `DATABASE_URL` is needed by PostgreSQL only. The worker logs the engine
+//! and its settings, passwords redacted, when it starts.
+//!
 //! Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT); 1 when the worker cannot start
-//! or stops with an error (the message is one line on stderr); 2 for a bad command line.
-//! Other `TASKLIB_*` variables (see [`ConfigBuilder::from_vars`]) apply as usual.
+//! (an engine this build lacks, say) or stops with an error (the message is one line on
+//! stderr); 2 for a bad command line. Other `TASKLIB_*` variables apply as usual.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
+use crate::backend::BackendType;
 use crate::config::{ConfigBuilder, parse_duration};
-use crate::{DEFAULT_CONCURRENCY, Result, TaskLib, TaskWorker};
+use crate::{DEFAULT_CONCURRENCY, Error, Result, TaskLib, TaskWorker};
+
+/// The engine and where to reach it, as every tasklib command line takes them. Flatten it
+/// into a clap parser (`#[command(flatten)]`); both flags are global, so they may also follow
+/// a subcommand.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EngineArgs {
+    /// The engine: postgres, celery, temporal or hatchet. Defaults to TASK_BACKEND_TYPE,
+    /// else postgres.
+    // Not clap's `env`: clap parses a global argument's variable at the top level even when
+    // the flag follows a subcommand, so a bad variable would beat a good flag.
+    #[arg(long, global = true, value_parser = backend_arg, value_name = "ENGINE")]
+    pub backend: Option<BackendType>,
+
+    /// PostgreSQL URL (needed by the postgres engine only).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+}
+
+impl EngineArgs {
+    /// The engine chosen: `--backend`, else `TASK_BACKEND_TYPE`, else PostgreSQL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming `TASK_BACKEND_TYPE` when the variable names no engine
+    /// (the message lists the names).
+    pub fn backend(&self) -> Result<BackendType> {
+        self.backend_from(&|name| std::env::var(name).ok())
+    }
+
+    fn backend_from(&self, env: &impl Fn(&str) -> Option<String>) -> Result<BackendType> {
+        match (self.backend, env("TASK_BACKEND_TYPE")) {
+            (Some(backend), _) => Ok(backend),
+            (None, Some(name)) if !name.trim().is_empty() => name.parse(),
+            (None, _) => Ok(BackendType::default()),
+        }
+    }
+
+    /// True when the engine is PostgreSQL and no database URL was given.
+    pub fn lacks_database_url(&self) -> bool {
+        matches!(self.backend(), Ok(BackendType::Postgres))
+            && self
+                .database_url
+                .as_deref()
+                .is_none_or(|url| url.trim().is_empty())
+    }
+
+    /// Checks that this build has the engine, then starts its configuration from these
+    /// arguments and the process environment: the engine's own variables and the optional
+    /// `TASKLIB_*` ones, as [`ConfigBuilder::from_vars`] reads them.
+    ///
+    /// # Errors
+    /// As [`backend`](Self::backend); [`Error::BackendNotCompiled`] for an engine whose cargo
+    /// feature is off (the message names the feature), [`Error::BackendUnsupported`] for
+    /// Hatchet, [`Error::InvalidConfig`] when a variable the engine needs is missing
+    /// (`DATABASE_URL` for PostgreSQL) or a variable does not parse.
+    pub fn config_builder(&self) -> Result<ConfigBuilder> {
+        self.config_builder_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`config_builder`](Self::config_builder) with `env` standing for the environment.
+    fn config_builder_from(&self, env: impl Fn(&str) -> Option<String>) -> Result<ConfigBuilder> {
+        let backend = self.backend_from(&env)?;
+        backend.ensure_available()?;
+        let builder = ConfigBuilder::from_vars(|name| match name {
+            "TASK_BACKEND_TYPE" => Some(backend.as_str().to_owned()),
+            // What clap took from the flag, else from the variable.
+            "DATABASE_URL" => self.database_url.clone(),
+            _ => env(name),
+        })?;
+        Ok(builder.backend(backend))
+    }
+}
+
+/// `--backend`: a name [`BackendType::from_str`] knows; the error lists them.
+fn backend_arg(s: &str) -> Result<BackendType, String> {
+    BackendType::from_str(s).map_err(|error| match error {
+        Error::InvalidConfig { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
 
 /// The worker command line.
 #[derive(Debug, Parser)]
@@ -49,9 +141,9 @@ use crate::{DEFAULT_CONCURRENCY, Result, TaskLib, TaskWorker};
     long_about = None
 )]
 pub struct WorkerArgs {
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: String,
+    /// The engine and its database.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     /// Queues to serve, comma-separated. Defaults to the queues named in --concurrency, else
     /// every queue of a registered task type.
@@ -172,6 +264,14 @@ pub async fn run_worker_command_from(
         Ok(args) => args,
         Err(err) => return clap_exit(&err),
     };
+    if args.engine.lacks_database_url() {
+        let err = WorkerArgs::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the postgres backend needs a database: pass --database-url <URL> or set \
+             DATABASE_URL",
+        );
+        return clap_exit(&err);
+    }
     match work(args, register).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -182,15 +282,9 @@ pub async fn run_worker_command_from(
 }
 
 async fn work(args: WorkerArgs, register: impl FnOnce(&TaskLib) -> Result<()>) -> Result<()> {
-    let url = args.database_url.clone();
-    let builder = ConfigBuilder::from_vars(|name| {
-        if name == "DATABASE_URL" {
-            Some(url.clone())
-        } else {
-            std::env::var(name).ok()
-        }
-    })?;
-    let tasks = TaskLib::connect_with(builder.build()?).await?;
+    let config = args.engine.config_builder()?.build()?;
+    tracing::info!("tasklib backend: {}", config.backend_config());
+    let tasks = TaskLib::connect_with(config).await?;
     register(&tasks)?;
     let mut registered: Vec<String> = tasks
         .get_registered_tasks()
@@ -294,5 +388,90 @@ mod tests {
         assert!(args(&["--concurrency", "=3"]).is_err());
         assert!(args(&["--concurrency", "q=lots"]).is_err());
         assert!(args(&["--poll-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn unknown_backends_list_the_known_ones() {
+        let message = args(&["--backend", "nosuch"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains("nosuch") && message.contains("postgres, celery, temporal, hatchet"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_flag_chooses_the_engine_and_the_rest_comes_from_the_environment() -> Result<()> {
+        let env = |name: &str| match name {
+            "TASK_BACKEND_TYPE" => Some("celery".to_owned()),
+            "TASKLIB_MAX_RETRIES" => Some("7".to_owned()),
+            _ => None,
+        };
+        let engine = EngineArgs {
+            backend: Some(BackendType::Postgres),
+            database_url: Some("postgres://u:pw@h/db".to_owned()),
+        };
+        let config = engine.config_builder_from(env)?.build()?;
+        assert_eq!(config.backend(), BackendType::Postgres);
+        assert_eq!(config.max_retries(), 7);
+        assert_eq!(
+            config.backend_config().to_string(),
+            "postgres (database_url=postgres://u:***@h/db)"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_variable_chooses_when_the_flag_is_absent() {
+        let env = |value: &'static str| {
+            move |name: &str| (name == "TASK_BACKEND_TYPE").then(|| value.to_owned())
+        };
+        let engine = EngineArgs::default();
+        assert!(matches!(
+            engine.config_builder_from(env("hatchet")),
+            Err(Error::BackendUnsupported { .. })
+        ));
+        let message = engine
+            .config_builder_from(env("nosuch"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains("TASK_BACKEND_TYPE") && message.contains("postgres, celery"),
+            "{message}"
+        );
+        assert!(matches!(
+            engine.backend_from(&env(" ")),
+            Ok(BackendType::Postgres)
+        ));
+    }
+
+    #[test]
+    fn engines_this_build_lacks_and_missing_urls() {
+        let none = |_: &str| None;
+        let hatchet = EngineArgs {
+            backend: Some(BackendType::Hatchet),
+            database_url: None,
+        };
+        assert!(matches!(
+            hatchet.config_builder_from(none),
+            Err(Error::BackendUnsupported { .. })
+        ));
+        let postgres = EngineArgs::default();
+        assert!(postgres.lacks_database_url());
+        assert!(matches!(
+            postgres.config_builder_from(none),
+            Err(Error::InvalidConfig {
+                field: "DATABASE_URL",
+                ..
+            })
+        ));
+        let temporal = EngineArgs {
+            backend: Some(BackendType::Temporal),
+            database_url: None,
+        };
+        assert!(!temporal.lacks_database_url());
     }
 }
