@@ -256,8 +256,18 @@ pub(crate) async fn run(engine: &EngineArgs, command: Command) -> Result<()> {
 async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
     match command {
         Command::Migrate => {
-            connect(engine).await?.migrate().await?;
-            println!("migrations applied");
+            let tasks = connect(engine).await?;
+            let pending = tasklib::pending_migrations(tasks.db()?).await?;
+            tasks.migrate().await?;
+            if pending.is_empty() {
+                println!("no migrations pending: the schema is up to date");
+            } else {
+                println!(
+                    "applied {} migration(s): {}",
+                    pending.len(),
+                    pending.join(", ")
+                );
+            }
         }
         Command::Submit(args) => {
             let tasks = connect(engine).await?;
@@ -458,7 +468,7 @@ async fn list(tasks: &TaskLib, args: ListArgs) -> Result<()> {
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|t| {
-            let error: String = t.error.as_deref().unwrap_or("").chars().take(60).collect();
+            let error = shorten(t.error.as_deref().unwrap_or(""), 60);
             vec![
                 t.id.to_string(),
                 t.name.clone(),
@@ -574,5 +584,32 @@ mod tests {
         assert_eq!(parse_json_args(r#"{"a": 1}"#), Ok(json!({"a": 1})));
         assert!(parse_json_args("42").is_err_and(|e| e.contains("object or array")));
         assert!(parse_json_args("[15").is_err_and(|e| e.contains("not JSON")));
+    }
+}
+
+/// `text` on one line, cut to at most `max` characters with an ellipsis when it is longer
+/// (`show ID` prints it whole).
+fn shorten(text: &str, max: usize) -> String {
+    let line = text.replace('\n', " ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod shorten_tests {
+    use super::shorten;
+
+    #[test]
+    fn long_errors_end_with_an_ellipsis() {
+        assert_eq!(shorten("short", 60), "short");
+        let long = "x".repeat(100);
+        let cut = shorten(&long, 60);
+        assert_eq!(cut.chars().count(), 60);
+        assert!(cut.ends_with('…'));
+        assert_eq!(shorten("a\nb", 60), "a b");
     }
 }

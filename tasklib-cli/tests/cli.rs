@@ -152,7 +152,17 @@ async fn migrate_creates_the_schema() -> TestResult {
     let db = TestDatabase::empty().await?;
     let out = tasklib(&db, &["migrate"])?;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "migrations applied");
+    let applied = stdout(&out);
+    assert!(
+        applied.starts_with("applied 3 migration(s): m20261123_000001_create_tasks, "),
+        "{applied}"
+    );
+    let out = tasklib(&db, &["migrate"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "no migrations pending: the schema is up to date"
+    );
     // Other commands now work, and do not migrate by themselves.
     let out = tasklib(&db, &["status"])?;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -150,6 +150,7 @@ pub struct WorkerArgs {
     #[arg(
         long,
         env = "TASK_QUEUES",
+        hide_env_values = true,
         value_delimiter = ',',
         value_name = "QUEUE,..."
     )]

@@ -151,7 +151,8 @@ impl TaskLib {
     /// workers: a worker runs only the names registered when it starts.
     ///
     /// # Errors
-    /// [`Error::DuplicateTask`] when `T::NAME` is already registered.
+    /// [`Error::DuplicateTask`] when `T::NAME` is already registered;
+    /// [`Error::RegisteredWhileRunning`] while a worker pool of this `TaskLib` runs.
     pub fn register<T: Task, H: Handler<T>>(&self, handler: H) -> Result<()> {
         self.inner.registry.register::<T, H>(handler)
     }
@@ -159,7 +160,7 @@ impl TaskLib {
     /// Registers a synchronous handler for task type `T`, run on the blocking thread pool.
     ///
     /// # Errors
-    /// [`Error::DuplicateTask`] when `T::NAME` is already registered.
+    /// As [`register`](Self::register).
     pub fn register_blocking<T: Task, H: BlockingHandler<T>>(&self, handler: H) -> Result<()> {
         self.inner.registry.register_blocking::<T, H>(handler)
     }

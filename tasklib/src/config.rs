@@ -19,8 +19,15 @@ pub const DEFAULT_RETRY_BACKOFF_MULTIPLIER: f64 = 2.0;
 pub const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
 /// Random spread applied to retry delays (0 = none, 0.1 = ±10 %).
 pub const DEFAULT_RETRY_JITTER: f64 = 0.0;
-/// How long a claimed task stays locked to its worker without a heartbeat.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a claimed task stays locked to its worker without a heartbeat: the lease.
+///
+/// A worker renews the leases of its running tasks every third of this (10 s), so a lease
+/// survives two lost heartbeats, and a handler keeps its task for as long as its process is
+/// alive and reaches the database, however long it runs. When a worker dies, its tasks run
+/// again elsewhere at most this long after its last heartbeat, plus a poll interval: well
+/// within a minute. Longer leases only delay that; shorter ones risk a rescue during a
+/// database hiccup (`docs/guarantees.md`).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often idle workers look for due work when no notification arrives.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long `TaskLib::connect` (and a query waiting for a free pooled connection) may wait
@@ -700,7 +707,7 @@ mod tests {
         assert_eq!(c.max_retries(), 3);
         assert_eq!(c.base_retry_delay(), Duration::from_secs(5));
         assert_eq!(c.retry_backoff_multiplier(), 2.0);
-        assert_eq!(c.lock_timeout(), Duration::from_secs(600));
+        assert_eq!(c.lock_timeout(), Duration::from_secs(30));
         assert_eq!(c.default_task_timeout(), None);
         assert_eq!(c.poll_interval(), Duration::from_secs(1));
         assert!(c.run_migrations());

@@ -14,7 +14,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Messages are short and lowercase and say what to do; the underlying cause, where there is
 /// one, is kept as the [`source`](std::error::Error::source) (print the whole chain, e.g. with
 /// `{:#}` in anyhow or by walking `source()`). No variant ever contains a database password.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same one line as `Display`, followed by the causes: what a `main` that
+/// returns `Result<(), Box<dyn Error>>` shows when it fails.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The database could not be reached at startup.
@@ -109,7 +112,7 @@ pub enum Error {
     },
 
     /// A submit option is invalid (tags that are not a JSON object, an empty queue name...).
-    #[error("invalid submit option `{option}`: {reason}")]
+    #[error("invalid option `{option}`: {reason}")]
     InvalidOption {
         /// The option.
         option: &'static str,
@@ -224,6 +227,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A task type was registered while a worker pool of this `TaskLib` runs: running pools
+    /// serve only the types registered when they started, so it would never run there.
+    #[error(
+        "task `{name}` was registered while a worker pool is running: running pools serve only \
+         the task types registered when they started; register every type before \
+         `spawn_workers`, or shut the pool down first"
+    )]
+    RegisteredWhileRunning {
+        /// The task type's name.
+        name: String,
+    },
+
     /// [`wait_result`](crate::TaskLib::wait_result) gave up before the task finished. The
     /// task goes on; wait again or read it later.
     #[error("task {id} did not finish within {timeout:?}")]
@@ -233,6 +248,29 @@ pub enum Error {
         /// How long the call waited.
         timeout: Duration,
     },
+
+    /// The server an engine keeps its messages or results on (Redis, for Celery) failed or
+    /// could not be reached.
+    #[error(
+        "the {backend} backend's {role} at {url} failed: check that the server runs and the URL is right"
+    )]
+    Broker {
+        /// The engine.
+        backend: crate::BackendType,
+        /// Which server: `broker` or `result backend`.
+        role: &'static str,
+        /// Its URL, with the password replaced by `***`.
+        url: RedactedUrl,
+        /// What the client library said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::task::error_chain(self).replace('\n', " "))
+    }
 }
 
 fn item_suffix(index: Option<usize>) -> String {

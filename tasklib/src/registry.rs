@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -71,6 +72,18 @@ impl std::fmt::Debug for Registered {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Registry {
     tasks: Arc<RwLock<BTreeMap<String, Registered>>>,
+    /// Worker pools running over this registry; registering while one runs is refused.
+    running_pools: Arc<AtomicUsize>,
+}
+
+/// Held by a running pool: while any exists, [`Registry`] refuses new task types.
+#[derive(Debug)]
+pub(crate) struct PoolGuard(Arc<AtomicUsize>);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Registry {
@@ -101,9 +114,18 @@ impl Registry {
         })
     }
 
+    /// Marks a pool as running over this registry until the guard drops.
+    pub(crate) fn pool_started(&self) -> PoolGuard {
+        self.running_pools.fetch_add(1, Ordering::SeqCst);
+        PoolGuard(Arc::clone(&self.running_pools))
+    }
+
     fn insert(&self, registered: Registered) -> Result<()> {
         let mut tasks = self.tasks.write().unwrap_or_else(PoisonError::into_inner);
         let name = registered.info.name.clone();
+        if self.running_pools.load(Ordering::SeqCst) > 0 {
+            return Err(Error::RegisteredWhileRunning { name });
+        }
         if tasks.contains_key(&name) {
             return Err(Error::DuplicateTask { name });
         }

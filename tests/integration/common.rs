@@ -41,6 +41,21 @@ pub(crate) async fn raw(db: &TestDatabase) -> TestResult<tokio_postgres::Client>
     Ok(client)
 }
 
+/// An error and its causes on one line, as `tasklib::Error`'s `Debug` prints them.
+pub(crate) fn one_line_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
+
 pub(crate) async fn count_rows(db: &TestDatabase) -> TestResult<i64> {
     let client = raw(db).await?;
     Ok(client

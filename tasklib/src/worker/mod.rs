@@ -168,15 +168,23 @@ impl TaskWorker {
     /// poll interval is zero, or [`ClaimAhead::Fixed`] exceeds [`MAX_SLOTS`].
     pub fn spawn(self) -> Result<WorkerPool> {
         let plan = self.plan()?;
+        let slots: Vec<String> = plan
+            .groups
+            .iter()
+            .map(|(queues, slots)| format!("{}={slots}", queues.join("+")))
+            .collect();
         tracing::info!(
             backend = %self.engine.backend(),
-            queues = ?plan.groups,
-            "Starting TaskWorker {} with concurrency={}",
+            "Starting TaskWorker {} with concurrency={} ({})",
             self.config.worker_id(),
-            plan.total_slots()
+            plan.total_slots(),
+            slots.join(", ")
         );
         let inner = self.engine.spawn_workers(self.registry.clone(), plan)?;
-        Ok(WorkerPool { inner })
+        Ok(WorkerPool {
+            inner,
+            _registering: self.registry.pool_started(),
+        })
     }
 
     /// Checks the settings and resolves them into the plan an engine runs.
@@ -329,6 +337,8 @@ pub(crate) trait RunningPool: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct WorkerPool {
     inner: Box<dyn RunningPool>,
+    /// Refuses new task types while the pool runs (they would never be served).
+    _registering: crate::registry::PoolGuard,
 }
 
 impl WorkerPool {
@@ -362,6 +372,10 @@ impl WorkerPool {
     /// # Errors
     /// [`Error::ShutdownTimeout`] when tasks were still running at the deadline.
     pub async fn shutdown(self) -> Result<()> {
-        self.inner.shutdown().await
+        let WorkerPool {
+            inner,
+            _registering,
+        } = self;
+        inner.shutdown().await
     }
 }

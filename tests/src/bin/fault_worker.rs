@@ -5,7 +5,8 @@
 //! Settings come from the environment:
 //! - `FAULT_DATABASE_URL` (required);
 //! - `FAULT_WORKER_ID`, `FAULT_CONCURRENCY` (default 4);
-//! - `FAULT_LOCK_TIMEOUT` (default `2s`), `FAULT_POLL_INTERVAL` (default `200ms`);
+//! - `FAULT_LOCK_TIMEOUT` (default `2s`), `FAULT_POLL_INTERVAL` (default `200ms`); either may
+//!   be `library` for tasklib's own default, as an application that sets nothing gets;
 //! - `FAULT_BEHAVIOUR`: `finish` (default), `sleep:<duration>`, `hold:<duration>`, `hang`;
 //! - `RUST_LOG` for its log on standard error (default `warn`).
 //!
@@ -23,10 +24,12 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn duration(name: &'static str, default: Duration) -> Result<Duration> {
+/// The duration in `name`, else `default`; `None` for `library` (tasklib's own default).
+fn duration(name: &'static str, default: Duration) -> Result<Option<Duration>> {
     match var(name) {
-        Some(text) => Ok(tasklib::parse_duration(name, &text)?),
-        None => Ok(default),
+        Some(text) if text.trim() == "library" => Ok(None),
+        Some(text) => Ok(Some(tasklib::parse_duration(name, &text)?)),
+        None => Ok(Some(default)),
     }
 }
 
@@ -46,10 +49,13 @@ async fn main() -> Result {
         .as_deref()
         .unwrap_or("finish")
         .parse()?;
-    let mut config = Config::builder(url)
-        .lock_timeout(duration("FAULT_LOCK_TIMEOUT", Duration::from_secs(2))?)
-        .poll_interval(duration("FAULT_POLL_INTERVAL", Duration::from_millis(200))?)
-        .max_connections(u32::try_from(concurrency + 4)?);
+    let mut config = Config::builder(url).max_connections(u32::try_from(concurrency + 4)?);
+    if let Some(lock) = duration("FAULT_LOCK_TIMEOUT", Duration::from_secs(2))? {
+        config = config.lock_timeout(lock);
+    }
+    if let Some(poll) = duration("FAULT_POLL_INTERVAL", Duration::from_millis(200))? {
+        config = config.poll_interval(poll);
+    }
     if let Some(id) = var("FAULT_WORKER_ID") {
         config = config.worker_id(id);
     }

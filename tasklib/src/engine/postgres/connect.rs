@@ -11,6 +11,7 @@ use crate::{Error, Result};
 /// Opens the pool, checks that the server answers, and applies pending migrations unless
 /// the configuration says not to.
 pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
+    probe(config).await?;
     let mut options = ConnectOptions::new(config.database_url().expose());
     options
         .max_connections(config.max_connections())
@@ -38,6 +39,37 @@ pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
     }
     tracing::debug!(url = %config.database_url(), worker_id = config.worker_id(), "tasklib connected");
     Ok(db)
+}
+
+/// One direct connection attempt, closed at once. The pool retries a refused connection until
+/// its timeout and then says only that it timed out; this says why, as soon as the server
+/// (or the network) answers: connection refused, no such database, authentication failed.
+async fn probe(config: &Config) -> Result<()> {
+    let url = config.database_url();
+    let failed = |reason: String| Error::Connect {
+        url: url.clone(),
+        source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(
+            reason.replace(url.expose(), &url.to_string()),
+        )),
+    };
+    match tokio::time::timeout(
+        config.connect_timeout(),
+        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls),
+    )
+    .await
+    {
+        Ok(Ok((client, connection))) => {
+            drop(client);
+            // Ends (the server closes the session) now that the client is gone.
+            let _ = connection.await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(failed(crate::task::error_chain(&error))),
+        Err(_) => Err(failed(format!(
+            "no answer within {:?} (connect_timeout)",
+            config.connect_timeout()
+        ))),
+    }
 }
 
 /// Replaces the URL in a driver error that quotes it whole (sea-orm's "The connection string

@@ -28,6 +28,11 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
     ))
     .await
     .map_err(Error::Migration)?;
+    // The history table is created with IF NOT EXISTS on every start; the server's notice that
+    // it exists ("relation … already exists, skipping") is noise in the application's log.
+    txn.execute_unprepared("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(Error::Migration)?;
     Migrator::up(&txn, None).await.map_err(Error::Migration)?;
     txn.commit().await.map_err(Error::Migration)?;
     Ok(())

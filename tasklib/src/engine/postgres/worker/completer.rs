@@ -66,9 +66,17 @@ pub(crate) async fn record(
                     Write::Cancel(_) => TaskOutcome::Cancelled,
                 };
                 match &write {
-                    Write::Fail { error, retry_in } => {
-                        tracing::warn!(error = %error, retry_in = ?retry_in, "task attempt failed")
+                    Write::Fail {
+                        error,
+                        retry_in: Some(delay),
+                    } => {
+                        tracing::warn!(error = %error, retry_in = ?delay, "task attempt failed; it will be retried")
                     }
+                    // Once, at ERROR: nothing will run it again (the span names the task).
+                    Write::Fail {
+                        error,
+                        retry_in: None,
+                    } => tracing::error!(error = %error, "task failed for good"),
                     _ => tracing::debug!(?outcome, "task finished"),
                 }
                 return outcome;

@@ -175,7 +175,9 @@ FROM released
 
 /// Rescues up to `$1` tasks whose lock expired (their worker died or stalled): the lost
 /// attempt counts as a failure, so the task is retried at once if it has retries left and
-/// fails for good otherwise. `SKIP LOCKED` lets several pools rescue concurrently.
+/// fails for good otherwise. `SKIP LOCKED` lets several pools rescue concurrently. The queues
+/// of tasks to retry are notified once each, so idle workers take them at once rather than
+/// on their next poll tick.
 pub(crate) const RESCUE_EXPIRED: &str = r#"
 WITH expired AS MATERIALIZED (
     SELECT id
@@ -195,8 +197,8 @@ WITH expired AS MATERIALIZED (
         completed_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE COALESCE($2::timestamptz, now()) END
     FROM expired
     WHERE t.id = expired.id
-    RETURNING t.id, t.name, t.worker_id, t.next_retry_at IS NOT NULL AS retrying, t.chain_id,
-              t.chain_step, t.notify_done
+    RETURNING t.id, t.name, t.queue, t.worker_id, t.next_retry_at IS NOT NULL AS retrying,
+              t.chain_id, t.chain_step, t.notify_done
 ), ended AS MATERIALIZED (
     SELECT id, chain_id, chain_step,
            CASE WHEN notify_done THEN pg_notify('tasks_done', concat_ws(' ', id, chain_id)) END
@@ -212,5 +214,8 @@ RETURNING t.id,
               CASE WHEN t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
 )
-SELECT id, name, worker_id, retrying FROM rescued
+SELECT id, name, worker_id, retrying,
+       (SELECT count(pg_notify('tasks_new', q.queue))
+        FROM (SELECT DISTINCT queue FROM rescued WHERE retrying) AS q) AS notified
+FROM rescued
 "#;
