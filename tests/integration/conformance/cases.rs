@@ -193,6 +193,30 @@ pub(crate) async fn three_step_chain_feeds_each_output_forward(h: &Harness) -> T
     Ok(())
 }
 
+pub(crate) async fn chain_steps_retry_on_their_own(h: &Harness) -> TestResult {
+    let calls = register_common(&h.tasks)?;
+    if !supports(h, Capability::Chains) || !supports(h, Capability::Retries) {
+        return Ok(());
+    }
+    // 0 + 1 = 1 feeds `flaky` (failures = 1): it fails once, succeeds on attempt 2 and
+    // returns 2, which the last step adds 10 to.
+    let ids = h
+        .tasks
+        .submit_chain(
+            Chain::new(AddNumbers { a: 0, b: 1 })
+                .then::<Flaky>([])
+                .options(SubmitOptions::new().max_retries(2))
+                .then::<AddNumbers>([json!(10)]),
+        )
+        .await?;
+    let pool = h.tasks.spawn_workers(2)?;
+    let result = h.tasks.wait_result(ids.id, PATIENCE).await?;
+    pool.shutdown().await?;
+    assert_eq!(result.value_as::<i64>()?, 12, "{result:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the middle step ran twice");
+    Ok(())
+}
+
 pub(crate) async fn chain_stops_at_the_failed_step(h: &Harness) -> TestResult {
     register_common(&h.tasks)?;
     if !supports(h, Capability::Chains) {

@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
                 failures_are_recorded,
                 retries_until_success,
                 three_step_chain_feeds_each_output_forward,
+                chain_steps_retry_on_their_own,
                 chain_stops_at_the_failed_step,
                 cancel_a_waiting_task_and_a_chain,
                 workers_serve_two_queues_with_their_own_concurrency,

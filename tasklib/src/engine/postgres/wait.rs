@@ -30,13 +30,24 @@ pub const DONE_CHANNEL: &str = "tasks_done";
 /// Marks the task `$1`, or the unfinished steps of chain `$1`, as waited for. A pending row
 /// that is due gets its queue notified: this statement held its lock for a moment, and a
 /// claim that skipped it meanwhile (`SKIP LOCKED`) must not leave it to the next poll tick.
+///
+/// The rows are locked in step order, the order in which a worker's completion locks a step
+/// and then the next: locked in whatever order the heap holds their latest versions, the two
+/// could deadlock.
 const MARK_WAITED: &str = r#"
-WITH marked AS (
-    UPDATE tasks
-    SET notify_done = true
+WITH open AS (
+    SELECT id
+    FROM tasks
     WHERE (id = $1 OR chain_id = $1)
       AND (state IN ('pending', 'running') OR (state = 'failed' AND next_retry_at IS NOT NULL))
-    RETURNING queue, state = 'pending' AND scheduled_at <= now() AS due
+    ORDER BY chain_step NULLS FIRST
+    FOR UPDATE
+), marked AS (
+    UPDATE tasks AS t
+    SET notify_done = true
+    FROM open
+    WHERE t.id = open.id
+    RETURNING t.queue, t.state = 'pending' AND t.scheduled_at <= now() AS due
 )
 SELECT count(pg_notify('tasks_new', q.queue))
 FROM (SELECT DISTINCT queue FROM marked WHERE due) AS q

@@ -92,7 +92,8 @@ FROM done
 /// wait for this one, so they become `cancelled`, with the reason (the `later` CTE). And each
 /// statement that finishes a task someone waits for (`notify_done`) notifies `tasks_done` with
 /// the task's id and its chain's; tasks nobody waits for notify nothing, since a `NOTIFY`
-/// serialises the commits that send one.
+/// serialises the commits that send one. Here only a failure for good (`$5` NULL) does either:
+/// a step that will be retried holds its chain where it is.
 pub(crate) const FAIL: &str = r#"
 WITH ended AS (
     UPDATE tasks AS t
@@ -105,13 +106,14 @@ WITH ended AS (
               CASE WHEN $5::float8 IS NULL AND t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
 ), later AS (
-UPDATE tasks AS t
-SET state = 'cancelled', completed_at = now(),
-    error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
-FROM ended
-WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
-  AND t.chain_step > ended.chain_step AND t.state = 'pending'
-RETURNING t.id,
+    UPDATE tasks AS t
+    SET state = 'cancelled', completed_at = now(),
+        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+    FROM ended
+    WHERE $5::float8 IS NULL
+      AND ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+      AND t.chain_step > ended.chain_step AND t.state = 'pending'
+    RETURNING t.id,
               CASE WHEN t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
 )
@@ -130,13 +132,13 @@ WITH ended AS (
               CASE WHEN t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
 ), later AS (
-UPDATE tasks AS t
-SET state = 'cancelled', completed_at = now(),
-    error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
-FROM ended
-WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
-  AND t.chain_step > ended.chain_step AND t.state = 'pending'
-RETURNING t.id,
+    UPDATE tasks AS t
+    SET state = 'cancelled', completed_at = now(),
+        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+    FROM ended
+    WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+      AND t.chain_step > ended.chain_step AND t.state = 'pending'
+    RETURNING t.id,
               CASE WHEN t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
 )
@@ -204,13 +206,13 @@ WITH expired AS MATERIALIZED (
            CASE WHEN notify_done THEN pg_notify('tasks_done', concat_ws(' ', id, chain_id)) END
     FROM rescued WHERE NOT retrying
 ), later AS (
-UPDATE tasks AS t
-SET state = 'cancelled', completed_at = now(),
-    error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
-FROM ended
-WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
-  AND t.chain_step > ended.chain_step AND t.state = 'pending'
-RETURNING t.id,
+    UPDATE tasks AS t
+    SET state = 'cancelled', completed_at = now(),
+        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+    FROM ended
+    WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+      AND t.chain_step > ended.chain_step AND t.state = 'pending'
+    RETURNING t.id,
               CASE WHEN t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
 )
