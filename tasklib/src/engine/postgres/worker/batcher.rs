@@ -88,10 +88,11 @@ fn expected(batch: &[Done]) -> usize {
 
 /// Writes `batch` in one statement and answers each result; leaves `batch` empty.
 async fn write(db: &DatabaseConnection, worker_id: &str, batch: &mut Vec<Done>) {
+    let chained = batch.iter().any(|d| d.attempt.chained);
     let rows = batch
         .iter_mut()
         .map(|d| (d.attempt.id, d.attempt.attempt, d.result.take()));
-    let outcome = store::complete_many(db, worker_id, rows).await;
+    let outcome = store::complete_many(db, worker_id, chained, rows).await;
     match outcome {
         Ok(written) => {
             let written: HashSet<Uuid> = written.into_iter().collect();

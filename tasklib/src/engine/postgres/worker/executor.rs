@@ -75,6 +75,7 @@ async fn execute(
         id: row.id,
         worker_id: pool.worker_id.clone(),
         attempt: row.attempt,
+        chained: row.chained,
     };
     let retry_count = u32::try_from(row.retry_count).unwrap_or(0);
     let max_retries = u32::try_from(row.max_retries).unwrap_or(0);

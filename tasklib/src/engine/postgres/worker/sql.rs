@@ -39,25 +39,44 @@ SET state = 'running',
 FROM picked
 WHERE t.id = picked.id
 RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
-          t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested
+          t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested,
+          t.chain_id IS NOT NULL AS chained
 "#;
 
 /// Completes many attempts of worker `$4` in one statement: `$1`, `$2` and `$3` are the ids,
 /// attempts and results, as arrays of the same length. Fenced: a row is written only if this
 /// worker still holds that attempt (not if its lock expired and it was rescued, cancelled, or
 /// claimed again by someone else). Returns the ids written. One statement and one commit for
-/// a batch of outcomes, instead of one per task.
+/// a batch of outcomes, instead of one per task. A task someone waits for notifies
+/// `tasks_done` (see [`FAIL`]).
 ///
 /// `t.id = ANY($1)` is there for the planner: it cannot see how many rows the arrays hold
 /// and, joining on `u.id` alone, may scan the whole table per batch; with the id array it
 /// looks each row up by primary key. Typed arrays, not a JSON document: the server does not
 /// parse the batch, and the client does not build it.
 ///
+/// Batches without chain steps (nearly all) take this plain statement; the chain release of
+/// [`COMPLETE_MANY_CHAINED`] costs a CTE and a join that a drain of plain tasks measurably
+/// pays for (`docs/performance.md`).
+pub(crate) const COMPLETE_MANY: &str = r#"
+UPDATE tasks AS t
+SET state = 'completed', result = u.result, error = NULL,
+    completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL
+FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) AS u(id, attempt, result)
+WHERE t.id = ANY($1::uuid[])
+  AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'
+RETURNING t.id,
+          CASE WHEN t.notify_done
+               THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+"#;
+
+/// [`COMPLETE_MANY`] for a batch holding chain steps (same parameters and fence).
+///
 /// A completed chain step releases the next step in the same transaction: the next step's
 /// positional arguments get this step's value in front, it becomes due now, and its queue is
 /// notified. A worker that dies before the commit leaves both rows as they were; after it,
 /// both are written. So a step is never lost between two steps, nor run twice because of one.
-pub(crate) const COMPLETE_MANY: &str = r#"
+pub(crate) const COMPLETE_MANY_CHAINED: &str = r#"
 WITH done AS (
     UPDATE tasks AS t
     SET state = 'completed', result = u.result, error = NULL,

@@ -24,6 +24,8 @@ pub(crate) struct AttemptRef {
     pub(crate) id: Uuid,
     pub(crate) worker_id: String,
     pub(crate) attempt: i32,
+    /// A chain step: its success releases the next step.
+    pub(crate) chained: bool,
 }
 
 impl AttemptRef {
@@ -49,6 +51,7 @@ pub(crate) struct ClaimedRow {
     pub(crate) tags: serde_json::Value,
     pub(crate) timeout_seconds: Option<f64>,
     pub(crate) cancel_requested: bool,
+    pub(crate) chained: bool,
 }
 
 pub(crate) async fn claim(
@@ -83,6 +86,7 @@ pub(crate) async fn complete(
     let written = complete_many(
         db,
         &attempt.worker_id,
+        attempt.chained,
         std::iter::once((attempt.id, attempt.attempt, result)),
     )
     .await?;
@@ -90,10 +94,11 @@ pub(crate) async fn complete(
 }
 
 /// Writes many successes of worker `worker_id` at once; returns the ids the fence let
-/// through.
+/// through. `chained` when any of them is a chain step.
 pub(crate) async fn complete_many(
     db: &DatabaseConnection,
     worker_id: &str,
+    chained: bool,
     done: impl ExactSizeIterator<Item = (Uuid, i32, serde_json::Value)>,
 ) -> Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(done.len());
@@ -105,7 +110,11 @@ pub(crate) async fn complete_many(
         results.push(stored_result(result));
     }
     let statement = stmt(
-        sql::COMPLETE_MANY,
+        if chained {
+            sql::COMPLETE_MANY_CHAINED
+        } else {
+            sql::COMPLETE_MANY
+        },
         vec![
             ids.into(),
             attempts.into(),
