@@ -53,17 +53,29 @@
 //! look at what your code submitted, typed.
 //!
 //! Tests may run in parallel: every database is separate.
+//!
+//! ## Redis and Celery
+//!
+//! For the Celery engine: [`TestRedis`] starts a private `redis-server` on a free loopback
+//! port (never the machine's own Redis), killed on drop; [`CeleryVenv`] is a Python virtual
+//! environment with `celery[redis]`, built once per machine; [`CeleryWorker`] runs a real
+//! Celery worker as a child process and [`CeleryVenv::run_script`] a Python client, over the
+//! modules of a [`PythonApp`]. None of this needs a cargo feature.
 
+mod celery;
 mod cluster;
 mod database;
 mod error;
 mod private_cluster;
 mod queue;
+mod redis;
 mod server;
 mod service;
 mod watchdog;
 
+pub use celery::{CELERY_REQUIREMENT, CeleryError, CeleryVenv, CeleryWorker, PythonApp};
 pub use database::TestDatabase;
 pub use error::TestDbError;
 pub use private_cluster::TestCluster;
 pub use queue::{Drained, QueueTestError, assert_enqueued, drain, enqueued};
+pub use redis::{TestRedis, TestRedisError};

@@ -60,6 +60,7 @@ impl BackendType {
     pub fn ensure_available(self) -> Result<()> {
         match self {
             BackendType::Postgres => Ok(()),
+            BackendType::Celery if cfg!(feature = "celery") => Ok(()),
             BackendType::Hatchet => Err(Error::BackendUnsupported {
                 backend: self,
                 reason: "not supported yet: its engine ships only as Docker images or a \
@@ -317,7 +318,11 @@ mod tests {
             .ensure_available()
             .err()
             .map(|e| e.to_string());
-        assert!(error.is_some_and(|e| e.contains("--features celery")));
+        if cfg!(feature = "celery") {
+            assert_eq!(error, None);
+        } else {
+            assert!(error.is_some_and(|e| e.contains("--features celery")));
+        }
         let error = BackendType::Hatchet
             .ensure_available()
             .err()

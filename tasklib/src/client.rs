@@ -82,6 +82,10 @@ impl TaskLib {
         config.backend().ensure_available()?;
         let engine: Arc<dyn Engine> = match config.backend() {
             BackendType::Postgres => Arc::new(PgEngine::connect(&config).await?),
+            #[cfg(feature = "celery")]
+            BackendType::Celery => {
+                Arc::new(crate::engine::celery::CeleryEngine::connect(&config).await?)
+            }
             other => {
                 // `ensure_available` lets only compiled-in engines through.
                 return Err(Error::BackendNotCompiled {

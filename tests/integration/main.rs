@@ -4,6 +4,8 @@
 mod common;
 
 mod admin;
+#[cfg(feature = "celery")]
+mod celery;
 mod chains;
 mod config;
 mod conformance;

@@ -1,4 +1,7 @@
 //! Integration tests live in `integration/`. This library holds what they share with the
-//! helper binaries in `src/bin/`, which the fault suite runs as separate processes.
+//! helper binaries in `src/bin/`, which the fault suite (and, with `--features celery`, the
+//! Celery tests) run as separate processes.
 
+#[cfg(feature = "celery")]
+pub mod celery;
 pub mod fault;

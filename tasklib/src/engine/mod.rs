@@ -9,6 +9,8 @@
 //! defaults and refuses options the engine cannot honour (from
 //! [`capabilities`](Engine::capabilities)); the engine stores, reads and runs.
 
+#[cfg(feature = "celery")]
+pub(crate) mod celery;
 pub(crate) mod postgres;
 
 use std::fmt;

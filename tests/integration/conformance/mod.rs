@@ -6,11 +6,11 @@
 //! A case that needs a capability the engine lacks checks the other half of the contract
 //! instead: asking for it is refused with `Error::Unsupported`.
 //!
-//! Today PostgreSQL runs it; the Celery and Temporal engines add themselves with one
-//! `conformance_suite!` line each.
+//! PostgreSQL runs it always, Celery with `--features celery` (on a `redis-server` the
+//! harness starts); the Temporal engine adds itself with one `conformance_suite!` line.
 
 mod cases;
-mod tasks;
+pub(crate) mod tasks;
 
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ pub(crate) struct Harness {
 
 enum Store {
     Postgres(TestDatabase),
+    /// Broker on database 0, results on database 1.
+    #[cfg(feature = "celery")]
+    Celery(tasklib_test_utils::TestRedis),
 }
 
 /// Retry delays and poll ticks short enough for tests.
@@ -49,10 +52,31 @@ impl Harness {
         })
     }
 
-    /// How many tasks the engine holds (submitted and not yet pruned).
+    /// The Celery engine on a Redis server of its own (a real `redis-server`), broker and
+    /// results on two databases as Celery deployments usually have them.
+    #[cfg(feature = "celery")]
+    pub(crate) async fn celery() -> TestResult<Harness> {
+        let redis = tasklib_test_utils::TestRedis::start()?;
+        let config = test_settings(
+            Config::for_backend(tasklib::BackendType::Celery)
+                .celery_broker_url(redis.url(0))
+                .celery_result_backend(redis.url(1)),
+        )
+        .build()?;
+        let tasks = TaskLib::connect_with(config).await?;
+        Ok(Harness {
+            tasks,
+            store: Store::Celery(redis),
+        })
+    }
+
+    /// How many tasks the engine holds (submitted and not yet pruned): rows on PostgreSQL,
+    /// keys (messages and results) on Redis.
     pub(crate) async fn written(&self) -> TestResult<i64> {
         match &self.store {
             Store::Postgres(db) => crate::common::count_rows(db).await,
+            #[cfg(feature = "celery")]
+            Store::Celery(redis) => Ok(i64::try_from(redis.dbsize(0)? + redis.dbsize(1)?)?),
         }
     }
 }
@@ -94,3 +118,5 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(postgres, crate::conformance::Harness::postgres);
+#[cfg(feature = "celery")]
+conformance_suite!(celery, crate::conformance::Harness::celery);

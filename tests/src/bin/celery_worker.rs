@@ -1,0 +1,53 @@
+//! A Rust worker process on the Celery engine, for the test that kills one with SIGKILL while
+//! it holds acks-late messages. Serves `nap` tasks (sleep `ms`, return `n`) and prints
+//! `started <id>` on standard output as each one starts.
+//!
+//! Settings come from the environment: `CELERY_TEST_BROKER`, `CELERY_TEST_BACKEND` (URLs),
+//! `CELERY_TEST_LOCK_TIMEOUT_MS` (the visibility timeout; default 1000). Standard input is the
+//! lifeline: the worker exits when it closes, so it never outlives the test.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use tasklib::{BackendType, Config, TaskContext, TaskError, TaskLib, TaskWorker, WorkerEvent};
+use tasklib_tests::celery::Nap;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn var(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set").into())
+}
+
+#[tokio::main]
+async fn main() -> Result {
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    let lock_ms: u64 = std::env::var("CELERY_TEST_LOCK_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let config = Config::for_backend(BackendType::Celery)
+        .celery_broker_url(var("CELERY_TEST_BROKER")?)
+        .celery_result_backend(var("CELERY_TEST_BACKEND")?)
+        .lock_timeout(Duration::from_millis(lock_ms))
+        .poll_interval(Duration::from_millis(200))
+        .build()?;
+    let tasks = TaskLib::connect_with(config).await?;
+    tasks.register(|nap: Nap, _: TaskContext| async move {
+        tokio::time::sleep(Duration::from_millis(nap.ms)).await;
+        Ok::<_, TaskError>(nap.n)
+    })?;
+    let pool = TaskWorker::new(&tasks).concurrency(2).spawn()?;
+    let mut events = pool.subscribe();
+    while let Ok(event) = events.recv().await {
+        if let WorkerEvent::TaskStarted { id, .. } = event {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "started {id}")?;
+            out.flush()?;
+        }
+    }
+    pool.shutdown().await?;
+    Ok(())
+}
