@@ -125,10 +125,105 @@ impl TaskResult {
     }
 }
 
+/// A chain's result from its steps' results, in step order — the rule every engine follows:
+/// the first step that failed for good or was cancelled, else the last step's result once all
+/// completed, else running while a step runs and pending otherwise (with the error of a step
+/// that waits for a retry). The result carries the chain's `id`; `None` without steps.
+pub(crate) fn chain_outcome(id: Uuid, mut steps: Vec<TaskResult>) -> Option<TaskResult> {
+    let ended = steps
+        .iter()
+        .position(|r| matches!(r.status, TaskStatus::Failed | TaskStatus::Cancelled));
+    let outcome = if let Some(at) = ended {
+        steps.swap_remove(at)
+    } else if steps.iter().all(TaskResult::is_completed) {
+        steps.pop()?
+    } else {
+        let status = if steps.iter().any(|r| r.status == TaskStatus::Running) {
+            TaskStatus::Running
+        } else {
+            TaskStatus::Pending
+        };
+        let error = steps
+            .into_iter()
+            .find(|r| !r.is_completed())
+            .and_then(|r| r.error);
+        TaskResult {
+            id,
+            status,
+            value: None,
+            error,
+        }
+    };
+    Some(TaskResult { id, ..outcome })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn step(status: TaskStatus, value: Option<i64>, error: Option<&str>) -> TaskResult {
+        TaskResult {
+            id: Uuid::now_v7(),
+            status,
+            value: value.map(Value::from),
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn chain_outcome_is_the_first_failure_or_the_last_value() {
+        let id = Uuid::now_v7();
+        let done = chain_outcome(
+            id,
+            vec![
+                step(TaskStatus::Completed, Some(5), None),
+                step(TaskStatus::Completed, Some(50), None),
+            ],
+        );
+        assert_eq!(
+            done.as_ref().map(|r| (r.id, r.status)),
+            Some((id, TaskStatus::Completed))
+        );
+        assert_eq!(done.and_then(|r| r.value), Some(Value::from(50)));
+
+        let failed = chain_outcome(
+            id,
+            vec![
+                step(TaskStatus::Completed, Some(5), None),
+                step(TaskStatus::Failed, None, Some("boom")),
+                step(TaskStatus::Cancelled, None, Some("an earlier step failed")),
+            ],
+        );
+        assert_eq!(
+            failed.as_ref().map(|r| (r.id, r.status)),
+            Some((id, TaskStatus::Failed))
+        );
+        assert_eq!(failed.and_then(|r| r.error).as_deref(), Some("boom"));
+
+        let waiting = chain_outcome(
+            id,
+            vec![
+                step(TaskStatus::Completed, Some(5), None),
+                step(TaskStatus::Pending, None, Some("try again")),
+                step(TaskStatus::Pending, None, None),
+            ],
+        );
+        assert_eq!(
+            waiting.as_ref().map(|r| r.status),
+            Some(TaskStatus::Pending)
+        );
+        assert_eq!(waiting.and_then(|r| r.error).as_deref(), Some("try again"));
+        let running = chain_outcome(
+            id,
+            vec![
+                step(TaskStatus::Completed, Some(5), None),
+                step(TaskStatus::Running, None, None),
+            ],
+        );
+        assert_eq!(running.map(|r| r.status), Some(TaskStatus::Running));
+        assert!(chain_outcome(id, Vec::new()).is_none());
+    }
 
     #[test]
     fn typed_values_and_missing_ones() {

@@ -85,7 +85,7 @@ impl CeleryEngine {
                 },
             });
         }
-        Ok(chain_outcome(id, results))
+        crate::result::chain_outcome(id, results).ok_or(Error::NotFound { id })
     }
 
     /// Waits until `id` is finished or `timeout` passes.
@@ -151,95 +151,4 @@ fn parse_meta(id: Uuid, text: &str) -> Result<Meta> {
         column: "celery-task-meta",
         reason: e.to_string(),
     })
-}
-
-/// The chain rule over the steps' results, in order (each carrying the chain's id).
-fn chain_outcome(id: Uuid, mut steps: Vec<TaskResult>) -> TaskResult {
-    if let Some(at) = steps
-        .iter()
-        .position(|r| matches!(r.status, TaskStatus::Failed | TaskStatus::Cancelled))
-    {
-        return steps.swap_remove(at);
-    }
-    if steps.iter().all(|r| r.status == TaskStatus::Completed)
-        && let Some(last) = steps.pop()
-    {
-        return last;
-    }
-    let status = if steps.iter().any(|r| r.status == TaskStatus::Running) {
-        TaskStatus::Running
-    } else {
-        TaskStatus::Pending
-    };
-    let error = steps
-        .into_iter()
-        .find(|r| r.status != TaskStatus::Completed)
-        .and_then(|r| r.error);
-    TaskResult {
-        id,
-        status,
-        value: None,
-        error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn step(status: TaskStatus, value: Option<i64>, error: Option<&str>) -> TaskResult {
-        TaskResult {
-            id: Uuid::nil(),
-            status,
-            value: value.map(|v| json!(v)),
-            error: error.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn a_chain_reads_as_its_first_failure_or_its_last_value() {
-        use TaskStatus::*;
-        let id = Uuid::nil();
-        let done = chain_outcome(
-            id,
-            vec![
-                step(Completed, Some(5), None),
-                step(Completed, Some(50), None),
-            ],
-        );
-        assert_eq!(done.value, Some(json!(50)));
-        let failed = chain_outcome(
-            id,
-            vec![
-                step(Completed, Some(5), None),
-                step(Failed, None, Some("boom")),
-                step(Cancelled, None, Some("x")),
-            ],
-        );
-        assert_eq!(
-            (failed.status, failed.error.as_deref()),
-            (Failed, Some("boom"))
-        );
-        let running = chain_outcome(
-            id,
-            vec![
-                step(Completed, Some(5), None),
-                step(Running, None, None),
-                step(Pending, None, None),
-            ],
-        );
-        assert_eq!(running.status, Running);
-        let retrying = chain_outcome(
-            id,
-            vec![
-                step(Pending, None, Some("retrying")),
-                step(Pending, None, None),
-            ],
-        );
-        assert_eq!(
-            (retrying.status, retrying.error.as_deref()),
-            (Pending, Some("retrying"))
-        );
-    }
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::entity::task;
 use crate::query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
-use crate::result::{TaskResult, TaskStatus};
+use crate::result::{TaskResult, TaskStatus, chain_outcome};
 use crate::{Error, Result, TaskState};
 
 pub(crate) async fn get<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<TaskRecord>> {
@@ -197,97 +197,14 @@ pub(crate) async fn result<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Opt
     Ok(outcome(id, rows))
 }
 
-/// A task's result from its row, or a chain's from its steps (in order): the first step
-/// that failed for good or was cancelled, else the last step's once all completed, else
-/// running while a step runs and pending otherwise (with the error of a step that waits for a
-/// retry).
-fn outcome(id: Uuid, mut rows: Vec<ResultRow>) -> Option<TaskResult> {
+/// A task's result from its row, or a chain's from its steps (in order, by the rule every
+/// engine follows: [`chain_outcome`]).
+fn outcome(id: Uuid, rows: Vec<ResultRow>) -> Option<TaskResult> {
     if rows.first()?.is_task {
         return rows.into_iter().next().map(|row| row.into_result(id));
     }
-    if let Some(at) = rows
-        .iter()
-        .position(|r| matches!(r.status(), TaskStatus::Failed | TaskStatus::Cancelled))
-    {
-        return Some(rows.swap_remove(at).into_result(id));
-    }
-    if rows.iter().all(|r| r.status() == TaskStatus::Completed) {
-        return rows.pop().map(|row| row.into_result(id));
-    }
-    let status = if rows.iter().any(|r| r.status() == TaskStatus::Running) {
-        TaskStatus::Running
-    } else {
-        TaskStatus::Pending
-    };
-    let error = rows
-        .into_iter()
-        .find(|r| r.status() != TaskStatus::Completed)
-        .and_then(|r| r.error);
-    Some(TaskResult {
+    chain_outcome(
         id,
-        status,
-        value: None,
-        error,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(state: TaskState, retrying: bool, value: Option<i64>, error: Option<&str>) -> ResultRow {
-        ResultRow {
-            state,
-            value: value.map(Value::from),
-            has_value: value.is_some(),
-            error: error.map(str::to_owned),
-            retrying,
-            is_task: false,
-        }
-    }
-
-    #[test]
-    fn chain_outcome_is_the_first_failure_or_the_last_value() {
-        let id = Uuid::now_v7();
-        let done = outcome(
-            id,
-            vec![
-                row(TaskState::Completed, false, Some(5), None),
-                row(TaskState::Completed, false, Some(50), None),
-            ],
-        );
-        assert_eq!(done.as_ref().map(|r| r.status), Some(TaskStatus::Completed));
-        assert_eq!(done.and_then(|r| r.value), Some(Value::from(50)));
-
-        let failed = outcome(
-            id,
-            vec![
-                row(TaskState::Completed, false, Some(5), None),
-                row(TaskState::Failed, false, None, Some("boom")),
-                row(
-                    TaskState::Cancelled,
-                    false,
-                    None,
-                    Some("an earlier step failed"),
-                ),
-            ],
-        );
-        assert_eq!(failed.as_ref().map(|r| r.status), Some(TaskStatus::Failed));
-        assert_eq!(failed.and_then(|r| r.error).as_deref(), Some("boom"));
-
-        let waiting = outcome(
-            id,
-            vec![
-                row(TaskState::Completed, false, Some(5), None),
-                row(TaskState::Failed, true, None, Some("try again")),
-                row(TaskState::Pending, false, None, None),
-            ],
-        );
-        assert_eq!(
-            waiting.as_ref().map(|r| r.status),
-            Some(TaskStatus::Pending)
-        );
-        assert_eq!(waiting.and_then(|r| r.error).as_deref(), Some("try again"));
-        assert!(outcome(id, Vec::new()).is_none());
-    }
+        rows.into_iter().map(|row| row.into_result(id)).collect(),
+    )
 }
