@@ -49,7 +49,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// `30s`, `1.5s`, `250ms`.
-pub(crate) fn human(d: Duration) -> String {
+fn human(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
     } else if d < Duration::from_secs(1) {

@@ -53,12 +53,19 @@ pub(crate) struct Step {
     pub(crate) name: String,
     pub(crate) args: StepArgs,
     pub(crate) options: SubmitOptions,
-    /// The type's defaults when the step is typed; by-name steps look theirs up in the
-    /// registry at submit.
+    /// The type's defaults when the step is typed (its arguments then checked already);
+    /// by-name steps take defaults and checks from the registry at submit.
     pub(crate) defaults: Option<OwnedDefaults>,
-    /// Whether the arguments still need decoding and validating through the registry (a
-    /// by-name first step).
-    pub(crate) check_by_name: bool,
+}
+
+impl StepArgs {
+    /// The arguments as stored: a first step's object, a later step's array.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            StepArgs::Whole(args) => args,
+            StepArgs::Extra(extra) => Value::Array(extra),
+        }
+    }
 }
 
 /// A chain of steps to submit at once with [`TaskLib::submit_chain`](crate::TaskLib::submit_chain).
@@ -85,7 +92,6 @@ impl Chain {
                 args: StepArgs::Whole(value),
                 options: SubmitOptions::new(),
                 defaults: Some(OwnedDefaults::of::<T>()),
-                check_by_name: false,
             }],
             error,
         }
@@ -101,7 +107,6 @@ impl Chain {
                 args: StepArgs::Whole(args),
                 options: SubmitOptions::new(),
                 defaults: None,
-                check_by_name: true,
             }],
             error: None,
         }
@@ -115,7 +120,6 @@ impl Chain {
             args: StepArgs::Extra(extra.into_iter().collect()),
             options: SubmitOptions::new(),
             defaults: Some(OwnedDefaults::of::<T>()),
-            check_by_name: false,
         });
         self
     }
@@ -131,7 +135,6 @@ impl Chain {
             args: StepArgs::Extra(extra.into_iter().collect()),
             options: SubmitOptions::new(),
             defaults: None,
-            check_by_name: false,
         });
         self
     }

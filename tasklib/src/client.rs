@@ -20,7 +20,7 @@ use crate::query::{QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
 use crate::result::TaskResult;
-use crate::submit::{self, NewTask, SubmitOptions, TypeDefaults};
+use crate::submit::{self, NewTask, OwnedDefaults, SubmitOptions, TypeDefaults};
 use crate::task::Task;
 use crate::worker::{TaskWorker, WorkerPool};
 use crate::{Error, Result, TaskState};
@@ -316,13 +316,7 @@ impl TaskLib {
                 reason: format!("must be a JSON object or array, got {args}"),
             });
         }
-        let defaults = TypeDefaults {
-            queue: crate::DEFAULT_QUEUE,
-            max_retries: None,
-            timeout: None,
-            priority: 0,
-        };
-        let row = self.prepare_row(name, args, defaults, &options)?;
+        let row = self.prepare_row(name, args, TypeDefaults::untyped(), &options)?;
         self.submit_one(row).await
     }
 
@@ -368,30 +362,20 @@ impl TaskLib {
                     ),
                 });
             }
-            // By-name steps take their defaults (and first steps their checks) from the
-            // registry; typed steps carry their own.
-            let registered = if step.defaults.is_none() || step.check_by_name {
-                Some(self.registered(&step.name)?)
-            } else {
-                None
+            // Typed steps carry their defaults and were checked when built; by-name steps take
+            // both from the registry (a first step's whole arguments are checked here).
+            let (defaults, args) = match step.defaults {
+                Some(defaults) => (defaults, step.args.into_value()),
+                None => {
+                    let registered = self.registered(&step.name)?;
+                    let args = match step.args {
+                        StepArgs::Whole(args) => (registered.check)(&step.name, args)?,
+                        extra => extra.into_value(),
+                    };
+                    (OwnedDefaults::of_info(&registered.info), args)
+                }
             };
-            let defaults = step
-                .defaults
-                .as_ref()
-                .map(|owned| owned.borrowed())
-                .or_else(|| registered.as_ref().map(|r| TypeDefaults::of_info(&r.info)))
-                .ok_or_else(|| Error::UnknownTask {
-                    name: step.name.clone(),
-                })?;
-            let args = match step.args {
-                StepArgs::Whole(args) if step.check_by_name => match &registered {
-                    Some(registered) => (registered.check)(&step.name, args)?,
-                    None => args,
-                },
-                StepArgs::Whole(args) => args,
-                StepArgs::Extra(extra) => Value::Array(extra),
-            };
-            steps.push(self.prepare_row(&step.name, args, defaults, &step.options)?);
+            steps.push(self.prepare_row(&step.name, args, defaults.borrowed(), &step.options)?);
         }
         let chain = NewChain {
             id: Uuid::now_v7(),

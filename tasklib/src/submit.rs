@@ -134,6 +134,15 @@ impl OwnedDefaults {
         }
     }
 
+    pub(crate) fn of_info(info: &crate::TaskInfo) -> OwnedDefaults {
+        OwnedDefaults {
+            queue: info.queue.clone(),
+            max_retries: info.max_retries,
+            timeout: info.timeout,
+            priority: info.priority,
+        }
+    }
+
     pub(crate) fn borrowed(&self) -> TypeDefaults<'_> {
         TypeDefaults {
             queue: &self.queue,
@@ -151,6 +160,16 @@ impl<'a> TypeDefaults<'a> {
             max_retries: T::MAX_RETRIES,
             timeout: T::TIMEOUT,
             priority: T::PRIORITY,
+        }
+    }
+
+    /// For a task type nobody registered here: the library's defaults only.
+    pub(crate) fn untyped() -> TypeDefaults<'static> {
+        TypeDefaults {
+            queue: crate::DEFAULT_QUEUE,
+            max_retries: None,
+            timeout: None,
+            priority: 0,
         }
     }
 
