@@ -43,3 +43,32 @@ pub fn register(tasks: &TaskLib) -> tasklib::Result<()> {
         Ok::<_, TaskError>(format!("called {} on {}", call.endpoint, ctx.worker_id()))
     })
 }
+
+/// `add_numbers`, the seeds' example: the sum of two integers, on the default queue.
+#[derive(Debug, Serialize, Deserialize, Validate)]
+pub struct AddNumbers {
+    /// The first addend.
+    pub a: i64,
+    /// The second addend.
+    pub b: i64,
+}
+
+impl Task for AddNumbers {
+    const NAME: &'static str = "add_numbers";
+    type Output = i64;
+}
+
+/// Registers `add_numbers`; a sum that does not fit in an `i64` fails for good.
+///
+/// # Errors
+/// When the name is registered already.
+pub fn register_add_numbers(tasks: &TaskLib) -> tasklib::Result<()> {
+    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
+        numbers.a.checked_add(numbers.b).ok_or_else(|| {
+            TaskError::permanent(format!(
+                "{} + {} does not fit in a 64-bit integer",
+                numbers.a, numbers.b
+            ))
+        })
+    })
+}

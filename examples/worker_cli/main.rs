@@ -19,33 +19,12 @@
 
 use std::process::ExitCode;
 
-use serde::{Deserialize, Serialize};
-use tasklib::{Task, TaskContext, TaskError, TaskLib};
-use validator::Validate;
-
-/// `add_numbers`: the sum of two numbers.
-#[derive(Debug, Serialize, Deserialize, Validate)]
-struct AddNumbers {
-    a: i64,
-    b: i64,
-}
-
-impl Task for AddNumbers {
-    const NAME: &'static str = "add_numbers";
-    type Output = i64;
-}
+use tasklib::TaskLib;
 
 /// The demo tasks, and `add_numbers`.
 fn register(tasks: &TaskLib) -> tasklib::Result<()> {
     tasklib_examples::demo_tasks::register(tasks)?;
-    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
-        numbers.a.checked_add(numbers.b).ok_or_else(|| {
-            TaskError::permanent(format!(
-                "{} + {} does not fit in a 64-bit integer",
-                numbers.a, numbers.b
-            ))
-        })
-    })
+    tasklib_examples::demo_tasks::register_add_numbers(tasks)
 }
 
 #[tokio::main]
