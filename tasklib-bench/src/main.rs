@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p tasklib-bench -- <scenario> [--json] [--runs 3] [--tasks N] [--tiny]
+//! cargo run --release -p tasklib-bench --features celery -- celery [--runs 3] [--tasks N]
 //! ```
 //!
 //! Scenarios: `enqueue`, `drain` (with `--with-floor` for the ratio to the SQL floor),
@@ -9,8 +10,13 @@
 //! `explain` (plans of the claim and the completion) and `statements` (`pg_stat_statements`
 //! per task, on a private cluster). The database is a fresh one per measurement, on
 //! `DATABASE_URL`'s server when set, else on a throwaway cluster from `tasklib-test-utils`.
+//!
+//! With `--features celery`, `celery` drains through the Celery engine instead: tasklib's
+//! Rust worker, then a real Python Celery worker, from one fresh `redis-server` (issue 12).
 //! See `docs/performance.md` for the method and the figures.
 
+#[cfg(feature = "celery")]
+mod celery;
 mod db;
 mod drain;
 mod enqueue;
@@ -44,13 +50,15 @@ struct Args {
     /// Runs of the scenario; with more than one, the median of each figure is printed last.
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Tasks drained (drain, floor, scale) and bulk-submitted (enqueue).
+    /// Tasks drained (drain, floor, scale, and by each worker in celery) and bulk-submitted
+    /// (enqueue).
     #[arg(long, default_value_t = 20_000)]
     tasks: usize,
     /// Tasks of each single-submit run of `enqueue` (split between the submitters).
     #[arg(long, default_value_t = 2_000)]
     single_tasks: usize,
-    /// Slots of the worker pool, and loops of `floor`.
+    /// Slots of the worker pool (in `celery`, also the Python worker's processes), and loops
+    /// of `floor`.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
     /// Worker pools in `drain`, each with its own `TaskLib` and `--concurrency` slots (a
@@ -94,6 +102,9 @@ enum Scenario {
     All,
     Explain,
     Statements,
+    /// The Celery engine's Rust worker, then a Python Celery worker, draining the same number
+    /// of tasks from one Redis (needs `--features celery`).
+    Celery,
 }
 
 /// The sizes of one invocation.
@@ -165,8 +176,12 @@ async fn run(args: &Args) -> BenchResult<()> {
         db::set_setup_sql(sql.clone());
     }
     let out = Printer::new(args.json);
+    let setup = match args.scenario {
+        Scenario::Celery => celery_setup().await?,
+        _ => setup().await?,
+    };
     out.heading("setup");
-    out.row(&setup().await?, &Value::Null);
+    out.row(&setup, &Value::Null);
     let total = args.runs.max(1);
     let mut runs = Vec::new();
     if args.scenario == Scenario::All {
@@ -212,7 +227,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     };
     let checked = targets::check(&last);
     if !checked.is_empty() {
-        out.heading("targets (issue 5)");
+        out.heading("targets (issues 5 and 12)");
         for row in &checked {
             out.row(row, &Value::Null);
         }
@@ -229,12 +244,37 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Scale => scale::scale(s, None).await?,
         Scenario::Explain => explain::explain(s).await?,
         Scenario::Statements => statements::statements(s).await?,
+        Scenario::Celery => celery_drains(s).await?,
         Scenario::All => {
             let mut rows = drain_and_floor(s, true).await?;
             rows.extend(rest_of_all(s, rows.first().cloned()).await?);
             rows
         }
     })
+}
+
+#[cfg(feature = "celery")]
+async fn celery_setup() -> BenchResult<Row> {
+    celery::setup().await
+}
+
+#[cfg(feature = "celery")]
+async fn celery_drains(s: &Settings) -> BenchResult<Vec<Row>> {
+    celery::celery(s).await
+}
+
+#[cfg(not(feature = "celery"))]
+async fn celery_setup() -> BenchResult<Row> {
+    Err(
+        "the `celery` scenario needs the Celery engine: build with `--features celery` \
+         (cargo run --release -p tasklib-bench --features celery -- celery)"
+            .into(),
+    )
+}
+
+#[cfg(not(feature = "celery"))]
+async fn celery_drains(_: &Settings) -> BenchResult<Vec<Row>> {
+    celery_setup().await.map(|_| Vec::new())
 }
 
 /// The scenarios of `all` after the drain and floor; `drain` is this run's drain, the

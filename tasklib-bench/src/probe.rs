@@ -59,6 +59,33 @@ pub(crate) fn client_cpu_secs() -> Option<f64> {
     Some((f.get(UTIME)? + f.get(STIME)?) as f64 / TICKS_PER_SEC)
 }
 
+/// CPU seconds so far of every process on this machine whose `/proc/<pid>` directory
+/// `select` accepts (with the children each has reaped): for servers and workers that are
+/// not PostgreSQL, found by their command line or working directory.
+#[cfg(feature = "celery")]
+pub(crate) fn processes_cpu_secs(select: impl Fn(&std::path::Path) -> bool) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| select(&e.path()))
+        .filter_map(|e| stat_fields(e.file_name().to_str()?))
+        .map(|f| {
+            [UTIME, STIME, CUTIME, CSTIME]
+                .iter()
+                .filter_map(|i| f.get(*i))
+                .sum::<u64>()
+        })
+        .sum();
+    ticks as f64 / TICKS_PER_SEC
+}
+
 /// The server's processes: its postmaster, read from `postmaster.pid` in the data directory.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerCpu {

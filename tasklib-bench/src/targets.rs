@@ -1,4 +1,5 @@
-//! The targets of issue 5, checked against the figures of a run (or their medians).
+//! The targets of issue 5 (and issue 12's: the Rust worker drains Celery's queue faster than
+//! a Python Celery worker), checked against the figures of a run (or their medians).
 
 use serde_json::Value;
 
@@ -73,6 +74,12 @@ const TARGETS: &[Target] = &[
         field: "process_peak_rss_mb",
         at_least: false,
         bound: 50.0,
+    },
+    Target {
+        scenario: "celery_rust_vs_python",
+        field: "ratio",
+        at_least: true,
+        bound: 1.0,
     },
 ];
 

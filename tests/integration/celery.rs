@@ -37,11 +37,6 @@ def py_add(a, b):
 @app.task(name="py_mul")
 def py_mul(value, by):
     return value * by
-
-
-@app.task(name="noop")
-def noop(n):
-    return n
 "#;
 
 /// A Redis, the Python app, and a Rust `TaskLib` on the Celery engine.
@@ -561,77 +556,5 @@ async fn shutdown_hands_back_messages_waiting_for_their_eta() -> TestResult {
     assert_eq!(m.redis.command(0, &["LLEN", "default"])?.trim(), ":1");
     assert_eq!(m.redis.command(0, &["HLEN", "unacked"])?.trim(), ":0");
     assert_eq!(m.tasks.get_result(id).await?.status, TaskStatus::Pending);
-    Ok(())
-}
-
-/// Does nothing; for the side-by-side drain below.
-#[derive(Debug, Serialize, Deserialize, Validate)]
-struct Noop {
-    n: i64,
-}
-
-impl Task for Noop {
-    const NAME: &'static str = "noop";
-    type Output = i64;
-}
-
-/// Submits `count` no-op tasks to `queue` (in batches, one `MULTI` each) and waits for every
-/// result; returns the time from the first submit to the last result.
-async fn drain(tasks: &TaskLib, queue: &str, count: i64) -> TestResult<Duration> {
-    let started = Instant::now();
-    let mut ids = Vec::new();
-    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
-        ids.extend(
-            tasks
-                .submit_many(
-                    chunk.iter().map(|n| Noop { n: *n }),
-                    SubmitOptions::new().queue(queue),
-                )
-                .await?,
-        );
-    }
-    for id in ids.iter().rev() {
-        let result = tasks.wait_result(*id, Duration::from_secs(600)).await?;
-        assert!(result.is_completed(), "{result:?}");
-    }
-    Ok(started.elapsed())
-}
-
-/// Side by side, one Redis: the Rust worker and a Python Celery worker (prefork), both at
-/// concurrency 10, drain `CELERY_BENCH_TASKS` (default 20,000) no-op tasks submitted by Rust.
-/// Prints both figures and the ratio. Run by hand:
-/// `cargo test -p tasklib-tests --features celery --release --test integration -- --ignored
-/// celery::side_by_side --nocapture`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement, run by hand"]
-async fn side_by_side_drain_rust_and_python_workers() -> TestResult {
-    let count: i64 = std::env::var("CELERY_BENCH_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let m = setup().await?;
-    m.tasks
-        .register(|noop: Noop, _: TaskContext| async move { Ok::<_, TaskError>(noop.n) })?;
-    let pool = TaskWorker::new(&m.tasks).queue("bench", 10).spawn()?;
-    let rust = drain(&m.tasks, "bench", count).await?;
-    pool.shutdown().await?;
-
-    let venv = m.venv.clone();
-    let dir = m.app.dir().to_owned();
-    let envs = m.envs();
-    let _python = tokio::task::spawn_blocking(move || {
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        CeleryWorker::start(&venv, &dir, "tasks", &["pybench"], 10, &envs)
-    })
-    .await??;
-    let python = drain(&m.tasks, "pybench", count).await?;
-    let per_sec = |d: Duration| count as f64 / d.as_secs_f64();
-    println!(
-        "{count} no-op tasks, concurrency 10: Rust worker {rust:.2?} ({:.0}/s), Python Celery \
-         worker {python:.2?} ({:.0}/s), Rust {:.1}x",
-        per_sec(rust),
-        per_sec(python),
-        python.as_secs_f64() / rust.as_secs_f64()
-    );
     Ok(())
 }
