@@ -44,16 +44,17 @@ pub(crate) struct Prepared {
 /// no-op tasks of the default queue for worker `bench-explain`.
 pub(crate) fn claim(limit: usize) -> BenchResult<(Prepared, String)> {
     let text = tasklib_statement("CLAIM")?;
-    // The limit written into the text; $1 queue, $2 names, $3 worker, $4 lock, $5 now.
-    if !(text.contains("{limit}") && text.contains("$5::timestamptz") && !text.contains("$6")) {
+    // The limit written into the text; $1 queue, $2 names, $3 worker, $4 lock, $5 now,
+    // $6 rows started at once (the rest are claimed ahead).
+    if !(text.contains("{limit}") && text.contains("$6") && !text.contains("$7")) {
         return Err("tasklib's CLAIM has parameters this program does not know: update tasklib-bench/src/sql.rs".into());
     }
     Ok((
         Prepared {
             text: text.replace("{limit}", &limit.to_string()),
-            types: "text, text[], text, float8, timestamptz",
+            types: "text, text[], text, float8, timestamptz, int8",
         },
-        "'default', '{noop}', 'bench-explain', 600, NULL".to_owned(),
+        format!("'default', '{{noop}}', 'bench-explain', 600, NULL, {limit}"),
     ))
 }
 

@@ -301,6 +301,16 @@ async fn tasks_claimed_ahead_go_back_when_the_slots_stay_busy() -> TestResult {
         .await?
         .get(0);
     assert_eq!(max_attempt, 1, "a task given back did not count an attempt");
+    // Rows claimed ahead were marked started before they ran, so a worker's death would
+    // have counted their attempts.
+    let unmarked: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE state = 'completed' AND started_at IS NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(unmarked, 0, "a task ran without being marked started");
     pool.shutdown().await?;
     Ok(())
 }

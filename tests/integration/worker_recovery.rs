@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tasklib::{
-    Config, Error, TaskContext, TaskError, TaskLib, TaskOutcome, TaskState, TaskWorker, WorkerEvent,
+    Config, Error, SubmitOptions, TaskContext, TaskError, TaskLib, TaskOutcome, TaskState,
+    TaskWorker, WorkerEvent,
 };
 use tokio::sync::Semaphore;
 
@@ -36,7 +37,11 @@ async fn rescued(
     id: uuid::Uuid,
 ) -> TestResult<bool> {
     wait_for(events, |e| match e {
-        WorkerEvent::TaskRescued { id: r, retrying } if *r == id => Some(*retrying),
+        WorkerEvent::TaskRescued {
+            id: r,
+            retrying,
+            started: true,
+        } if *r == id => Some(*retrying),
         _ => None,
     })
     .await
@@ -68,6 +73,56 @@ async fn a_dead_workers_task_is_rescued_after_its_lock_expires_and_the_attempt_c
     assert_eq!(
         task.result_as::<String>()?.as_deref(),
         Some("orphan on attempt 2")
+    );
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_a_dead_worker_claimed_ahead_but_never_started_goes_back_without_counting()
+-> TestResult {
+    let env = setup().await?;
+    env.tasks
+        .register(|job: Job, ctx: TaskContext| async move {
+            Ok::<_, TaskError>(format!("{} on attempt {}", job.label, ctx.attempt()))
+        })?;
+    // Submitted with no retries: were the lost attempt counted, the task would fail for good.
+    let id = env
+        .tasks
+        .submit_with(job("waiting"), SubmitOptions::new().max_retries(0))
+        .await?;
+    // Claimed ahead by a worker that died before a slot freed for it: `started_at` is null.
+    raw(&env.db)
+        .await?
+        .execute(
+            "UPDATE tasks SET state = 'running', worker_id = 'dead-worker', attempt = attempt + 1,
+                    started_at = NULL, locked_until = now() - interval '1 second'
+             WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    let pool = TaskWorker::new(&env.tasks)
+        .poll_interval(Duration::from_millis(100))
+        .spawn()?;
+    let mut events = pool.subscribe();
+    let returned = wait_for(&mut events, |e| match e {
+        WorkerEvent::TaskRescued {
+            id: r,
+            retrying,
+            started,
+        } if *r == id => Some((*retrying, *started)),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(returned, (true, false));
+    assert_eq!(finished(&mut events, id).await?, TaskOutcome::Completed);
+    let task = env.tasks.get_task(id).await?.ok_or("missing")?;
+    assert_eq!(task.attempt, 1, "the unstarted attempt does not count");
+    assert_eq!(task.retry_count, 0);
+    assert_eq!(task.error, None);
+    assert_eq!(
+        task.result_as::<String>()?.as_deref(),
+        Some("waiting on attempt 1")
     );
     pool.shutdown().await?;
     Ok(())

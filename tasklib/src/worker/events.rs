@@ -57,6 +57,9 @@ pub enum WorkerEvent {
         id: Uuid,
         /// Whether it will run again.
         retrying: bool,
+        /// Whether the lost attempt had started. False for a task the dead worker had only
+        /// claimed ahead: it went back to the queue and the attempt does not count.
+        started: bool,
     },
     /// Tasks this pool had claimed but not started went back to the queue, their attempt
     /// not counted: tasks claimed ahead of a free slot that waited too long (the running

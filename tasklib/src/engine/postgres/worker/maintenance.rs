@@ -68,16 +68,16 @@ async fn rescue(pool: &PoolShared) {
     match store::rescue_expired(&pool.db, RESCUE_BATCH, None).await {
         Ok(rows) => {
             for row in rows {
-                tracing::warn!(
-                    task.id = %row.id,
-                    task.name = %row.name,
-                    dead_worker = row.worker_id.as_deref().unwrap_or("?"),
-                    retrying = row.retrying,
-                    "rescued a task whose lock expired"
-                );
+                let dead_worker = row.worker_id.as_deref().unwrap_or("?");
+                if row.returned {
+                    tracing::info!(task.id = %row.id, task.name = %row.name, dead_worker, "returned a task its worker claimed ahead and never started (lock expired); the attempt does not count");
+                } else {
+                    tracing::warn!(task.id = %row.id, task.name = %row.name, dead_worker, retrying = row.retrying, "rescued a task whose lock expired");
+                }
                 pool.emit(WorkerEvent::TaskRescued {
                     id: row.id,
                     retrying: row.retrying,
+                    started: !row.returned,
                 });
             }
         }

@@ -13,6 +13,10 @@
 ///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
 /// - `attempt` is the fencing token: every later write of this attempt names it.
 /// - It returns only what the executor reads, not `t.*`.
+/// - Only the first `$6` rows (the producer's free slots) are marked started (`started_at`);
+///   the rest are claimed ahead and wait in the producer's buffer until [`MARK_STARTED`]. A
+///   row whose lock expires before it started goes back without counting as an attempt (see
+///   [`RESCUE_EXPIRED`]).
 /// - The limit is written into the text (an integer, never user input), not bound: with a
 ///   bound `LIMIT $n`, the cached generic plan cannot know the limit is small and sorted
 ///   every runnable row on each claim (measured: 5× slower drains; `docs/performance.md`).
@@ -27,20 +31,41 @@ WITH picked AS MATERIALIZED (
     ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER () AS n FROM picked
 )
 UPDATE tasks AS t
 SET state = 'running',
     worker_id = $3,
-    started_at = COALESCE($5::timestamptz, now()),
+    started_at = CASE WHEN numbered.n <= $6 THEN COALESCE($5::timestamptz, now()) END,
     locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
     attempt = t.attempt + 1,
     next_retry_at = NULL,
     completed_at = NULL
-FROM picked
-WHERE t.id = picked.id
+FROM numbered
+WHERE t.id = numbered.id
 RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
           t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested,
-          t.chain_id IS NOT NULL AS chained
+          t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started
+"#;
+
+/// Marks attempts `$2` of tasks `$1` (arrays of the same length), claimed ahead by worker
+/// `$3`, as started, just before they run; returns the ids marked. A row rescued, released or
+/// cancelled since the claim is not marked, and must not run.
+///
+/// The mark is committed asynchronously (`synchronous_commit` off for this transaction only):
+/// it is a cheap marker, not an outcome. It survives the worker's death (the server has it);
+/// only a crash of the server itself within a fraction of a second of the mark can lose it,
+/// and then an attempt that was under way when both died is not counted.
+pub(crate) const MARK_STARTED: &str = r#"
+UPDATE tasks AS t
+SET started_at = now()
+FROM unnest($1::uuid[], $2::int4[]) AS s(id, attempt)
+WHERE t.id = ANY($1::uuid[])
+  AND t.id = s.id AND t.attempt = s.attempt AND t.worker_id = $3 AND t.state = 'running'
+  AND t.started_at IS NULL
+  AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+RETURNING t.id
 "#;
 
 /// Completes many attempts of worker `$4` in one statement: `$1`, `$2` and `$3` are the ids,
@@ -194,19 +219,29 @@ SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
 FROM released
 "#;
 
-/// Rescues up to `$1` tasks whose lock expired (their worker died or stalled): the lost
-/// attempt counts as a failure, so the task is retried at once if it has retries left and
-/// fails for good otherwise. `SKIP LOCKED` lets several pools rescue concurrently. The queues
-/// of tasks to retry are notified once each, so idle workers take them at once rather than
+/// Rescues up to `$1` tasks whose lock expired (their worker died or stalled). A task that
+/// had started (`started_at` set): the lost attempt counts as a failure, so the task is
+/// retried at once if it has retries left and fails for good otherwise. A task only claimed
+/// ahead, never started: it goes back as [`RELEASE`] would put it, and the attempt does not
+/// count (`returned`). `SKIP LOCKED` lets several pools rescue concurrently. The queues of
+/// tasks to run again are notified once each, so idle workers take them at once rather than
 /// on their next poll tick.
 pub(crate) const RESCUE_EXPIRED: &str = r#"
 WITH expired AS MATERIALIZED (
-    SELECT id
+    SELECT id, worker_id
     FROM tasks
     WHERE state = 'running' AND locked_until < COALESCE($2::timestamptz, now())
     ORDER BY locked_until
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), returned AS (
+    UPDATE tasks AS t
+    SET state = CASE WHEN t.retry_count > 0 THEN 'failed' ELSE 'pending' END,
+        next_retry_at = CASE WHEN t.retry_count > 0 THEN COALESCE($2::timestamptz, now()) END,
+        attempt = t.attempt - 1, worker_id = NULL, locked_until = NULL
+    FROM expired
+    WHERE t.id = expired.id AND t.started_at IS NULL
+    RETURNING t.id, t.name, t.queue, expired.worker_id
 ), rescued AS (
     UPDATE tasks AS t
     SET state = 'failed',
@@ -217,7 +252,7 @@ WITH expired AS MATERIALIZED (
         next_retry_at = CASE WHEN t.retry_count < t.max_retries THEN COALESCE($2::timestamptz, now()) END,
         completed_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE COALESCE($2::timestamptz, now()) END
     FROM expired
-    WHERE t.id = expired.id
+    WHERE t.id = expired.id AND t.started_at IS NOT NULL
     RETURNING t.id, t.name, t.queue, t.worker_id, t.next_retry_at IS NOT NULL AS retrying,
               t.chain_id, t.chain_step, t.notify_done
 ), ended AS MATERIALIZED (
@@ -234,9 +269,13 @@ WITH expired AS MATERIALIZED (
     RETURNING t.id,
               CASE WHEN t.notify_done
                    THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify('tasks_new', q.queue)) AS queues
+    FROM (SELECT queue FROM rescued WHERE retrying UNION SELECT queue FROM returned) AS q
 )
-SELECT id, name, worker_id, retrying,
-       (SELECT count(pg_notify('tasks_new', q.queue))
-        FROM (SELECT DISTINCT queue FROM rescued WHERE retrying) AS q) AS notified
-FROM rescued
+SELECT id, name, worker_id, retrying, false AS returned, queues AS notified
+FROM rescued, notified
+UNION ALL
+SELECT id, name, worker_id, true, true, queues
+FROM returned, notified
 "#;

@@ -52,16 +52,21 @@ pub(crate) struct ClaimedRow {
     pub(crate) timeout_seconds: Option<f64>,
     pub(crate) cancel_requested: bool,
     pub(crate) chained: bool,
+    /// Marked started by the claim: it has a reserved slot. Otherwise it was claimed ahead,
+    /// and [`mark_started`] marks it when a slot frees.
+    pub(crate) started: bool,
 }
 
+/// Claims up to `limit` rows, of which the first `reserved` start at once (see
+/// [`sql::CLAIM`]).
 pub(crate) async fn claim(
     db: &DatabaseConnection,
     queue: &str,
     names: &[String],
     limit: usize,
+    reserved: usize,
     worker_id: &str,
     lock_timeout: Duration,
-    now: Option<DateTime<Utc>>,
 ) -> Result<Vec<ClaimedRow>> {
     let sql = sql::CLAIM.replace("{limit}", &limit.max(1).to_string());
     let statement = stmt(
@@ -71,10 +76,27 @@ pub(crate) async fn claim(
             names.to_vec().into(),
             worker_id.into(),
             lock_timeout.as_secs_f64().into(),
-            clock(now),
+            clock(None),
+            i64::try_from(reserved).unwrap_or(i64::MAX).into(),
         ],
     );
     Ok(ClaimedRow::find_by_statement(statement).all(db).await?)
+}
+
+/// Marks attempts claimed ahead as started, just before they run; the ids marked. One not
+/// marked was taken from this worker since the claim and must not run.
+pub(crate) async fn mark_started(
+    db: &DatabaseConnection,
+    attempts: impl Iterator<Item = (Uuid, i32)>,
+    worker_id: &str,
+) -> Result<Vec<Uuid>> {
+    let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.unzip();
+    let statement = stmt(
+        sql::MARK_STARTED,
+        vec![ids.into(), numbers.into(), worker_id.into()],
+    );
+    let marked = IdRow::find_by_statement(statement).all(db).await?;
+    Ok(marked.into_iter().map(|r| r.id).collect())
 }
 
 /// Writes a success; false when the attempt was fenced off.
@@ -218,6 +240,8 @@ pub(crate) struct RescuedRow {
     pub(crate) name: String,
     pub(crate) worker_id: Option<String>,
     pub(crate) retrying: bool,
+    /// Claimed ahead and never started: back in the queue, the attempt not counted.
+    pub(crate) returned: bool,
 }
 
 /// Rescues up to `limit` tasks whose lock expired.
