@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tasklib::{BackendType, RedactedUrl, SubmitOptions, Task, TaskLib, TaskStatus};
 use tasklib_examples::demo_tasks::{CallApi, ProcessFile};
-use tasklib_test_utils::TestDatabase;
+use tasklib_test_utils::{TestCluster, TestDatabase};
 use validator::Validate;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -128,6 +128,29 @@ impl Worker {
             Err(_) => {
                 Command::new("kill").args(["-KILL", &pid]).status()?;
                 Err(format!("the worker did not stop within {PATIENCE:?} of SIGTERM").into())
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Waits for the process to exit on its own; returns its status and its log.
+    async fn exited(mut self) -> Result<(ExitStatus, String), BoxError> {
+        let (mut child, log) = match (self.child.take(), self.log.take()) {
+            (Some(child), Some(log)) => (child, log),
+            _ => return Err("the worker was already stopped".into()),
+        };
+        let pid = child.id().to_string();
+        let exited = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+            let status = child.wait()?;
+            let log = log.join().map_err(|_| "the log reader panicked")?;
+            Ok((status, log))
+        });
+        match tokio::time::timeout(PATIENCE, exited).await {
+            Ok(joined) => joined?,
+            Err(_) => {
+                Command::new("kill").args(["-KILL", &pid]).status()?;
+                Err(format!("the worker did not exit within {PATIENCE:?}").into())
             }
         }
     }
@@ -284,6 +307,40 @@ async fn serves_the_queues_from_env_and_stops_cleanly_on_sigterm() -> TestResult
         "{log}"
     );
     assert!(log.contains("worker pool stopped"), "{log}");
+    Ok(())
+}
+
+/// The database goes away for longer than `--max-outage`: the worker exits with status 1 and
+/// one last line that says why, for its supervisor to start it again.
+#[tokio::test]
+async fn exits_non_zero_with_the_reason_when_the_database_stays_unreachable() -> TestResult {
+    let cluster = TestCluster::start().await?;
+    let url = cluster.create_database().await?;
+    let tasks = TaskLib::connect(&url).await?;
+    let worker = Worker::start(
+        &[
+            "--database-url",
+            &url,
+            "--poll-interval",
+            "100ms",
+            "--max-outage",
+            "1s",
+        ],
+        &[("RUST_LOG", "warn")],
+    )?;
+    // Working first: it ran a task.
+    let id = tasks.submit(AddNumbers { a: 2, b: 3 }).await?;
+    assert_eq!(tasks.wait_result(id, PATIENCE).await?.value_as::<i64>()?, 5);
+    drop(tasks);
+    cluster.stop().await?;
+    let (status, log) = worker.exited().await?;
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: the worker pool stopped: the database could not be used for")
+            && last.contains("(the limit is 1 s)"),
+        "{log}"
+    );
     Ok(())
 }
 

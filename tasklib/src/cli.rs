@@ -168,6 +168,11 @@ pub struct WorkerArgs {
     /// How long shutdown waits for running tasks, e.g. `30s`.
     #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
     pub shutdown_grace_period: Option<Duration>,
+
+    /// How long the worker rides out a database (or broker) it cannot use before it exits
+    /// with an error, for its supervisor to start it again, e.g. `5m` [default: 2m].
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub max_outage: Option<Duration>,
 }
 
 /// One `--concurrency` value: for every queue, or for one.
@@ -303,6 +308,9 @@ async fn work(args: WorkerArgs, register: impl FnOnce(&TaskLib) -> Result<()>) -
     }
     if let Some(grace) = args.shutdown_grace_period {
         worker = worker.shutdown_grace_period(grace);
+    }
+    if let Some(limit) = args.max_outage {
+        worker = worker.max_outage(limit);
     }
     worker.run().await
 }

@@ -168,6 +168,12 @@ pub enum Error {
     #[error("the notification listener connection failed")]
     Listener(#[source] tokio_postgres::Error),
 
+    /// A worker pool stopped on its own (see [`WorkerPool::failed`](crate::WorkerPool::failed)).
+    #[error(
+        "the worker pool stopped: {0}; exit and let the supervisor (systemd, Kubernetes) start the worker again"
+    )]
+    PoolFailed(crate::PoolFailure),
+
     /// Shutting down did not finish within the grace period.
     #[error("shutdown did not finish within {0:?}; tasks still running are left to lock expiry")]
     ShutdownTimeout(Duration),

@@ -192,8 +192,8 @@ pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
 pub use url::RedactedUrl;
 pub use worker::{
-    ClaimAhead, DEFAULT_CONCURRENCY, MAX_SLOTS, PoolStats, TaskOutcome, TaskWorker, WorkerEvent,
-    WorkerPool, shutdown_signal,
+    ClaimAhead, DEFAULT_CONCURRENCY, DEFAULT_MAX_OUTAGE, MAX_SLOTS, PoolFailure, PoolStats,
+    TaskOutcome, TaskWorker, WorkerEvent, WorkerPool, shutdown_signal,
 };
 
 /// The migration crate, re-exported (its `Migrator` is what [`migrate()`] applies).

@@ -17,6 +17,7 @@ mod fault_crash;
 mod fault_defaults;
 mod fault_injection;
 mod fault_listener;
+mod fault_outage;
 mod fault_pool;
 mod fault_restart;
 mod fault_secrets;

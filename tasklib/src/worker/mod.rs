@@ -3,6 +3,7 @@
 //! (`crate::engine`) runs the pool they describe.
 
 mod events;
+pub(crate) mod lifeline;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
 pub use events::{TaskOutcome, WorkerEvent};
+pub use lifeline::{DEFAULT_MAX_OUTAGE, PoolFailure};
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -49,6 +51,7 @@ pub struct TaskWorker {
     shutdown_grace_period: Option<Duration>,
     retention: RetentionPolicy,
     claim_ahead: ClaimAhead,
+    max_outage: Duration,
 }
 
 /// How many tasks a pool claims beyond its free slots, to start them the moment a slot frees
@@ -94,6 +97,8 @@ pub(crate) struct WorkerPlan {
     pub(crate) retention: RetentionPolicy,
     pub(crate) claim_ahead: ClaimAhead,
     pub(crate) grace: Duration,
+    /// How long the database may stay unreachable before the pool fails.
+    pub(crate) max_outage: Duration,
 }
 
 impl WorkerPlan {
@@ -117,6 +122,7 @@ impl TaskWorker {
             shutdown_grace_period: None,
             retention: RetentionPolicy::new(),
             claim_ahead: ClaimAhead::default(),
+            max_outage: DEFAULT_MAX_OUTAGE,
         }
     }
 
@@ -158,6 +164,15 @@ impl TaskWorker {
     /// [`ClaimAhead::Measured`].
     pub fn claim_ahead(mut self, claim_ahead: ClaimAhead) -> Self {
         self.claim_ahead = claim_ahead;
+        self
+    }
+
+    /// How long the pool rides out a database (or, on Celery, a broker) it cannot reach
+    /// before it stops with [`PoolFailure::Unreachable`], so that its process exits and a
+    /// supervisor starts it afresh. Defaults to [`DEFAULT_MAX_OUTAGE`] (two minutes); a
+    /// restart of a few seconds is ridden out either way.
+    pub fn max_outage(mut self, limit: Duration) -> Self {
+        self.max_outage = limit;
         self
     }
 
@@ -249,28 +264,41 @@ impl TaskWorker {
             grace: self
                 .shutdown_grace_period
                 .unwrap_or(self.config.shutdown_grace_period()),
+            max_outage: self.max_outage,
         })
     }
 
     /// Runs the pool until the process receives SIGINT (Ctrl-C) or SIGTERM, then shuts it
-    /// down gracefully.
+    /// down gracefully; or until the pool stops on its own.
     ///
     /// # Errors
-    /// As [`spawn`](Self::spawn), and [`Error::ShutdownTimeout`] when running tasks outlast
-    /// the grace period.
+    /// As [`spawn`](Self::spawn); [`Error::ShutdownTimeout`] when running tasks outlast
+    /// the grace period; [`Error::PoolFailed`] when the pool stopped on its own (see
+    /// [`WorkerPool::failed`]): the process should then exit with an error, so that its
+    /// supervisor starts it again.
     pub async fn run(self) -> Result<()> {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Runs the pool until `signal` resolves, then shuts it down gracefully.
+    /// Runs the pool until `signal` resolves, then shuts it down gracefully; or until the
+    /// pool stops on its own.
     ///
     /// # Errors
     /// As [`run`](Self::run).
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
         let pool = self.spawn()?;
-        signal.await;
-        tracing::info!("shutdown requested");
-        pool.shutdown().await
+        let failure = tokio::select! {
+            () = signal => {
+                tracing::info!("shutdown requested");
+                None
+            }
+            failure = pool.failed() => Some(failure),
+        };
+        let stopped = pool.shutdown().await;
+        match failure {
+            Some(failure) => Err(failure),
+            None => stopped,
+        }
     }
 }
 
@@ -330,6 +358,8 @@ pub(crate) trait RunningPool: Send + Sync + fmt::Debug {
     fn subscribe(&self) -> broadcast::Receiver<WorkerEvent>;
     /// Stops gracefully (see [`WorkerPool::shutdown`]).
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+    /// Holds the pool's failure once it has one.
+    fn failure(&self) -> tokio::sync::watch::Receiver<Option<PoolFailure>>;
 }
 
 /// A running worker pool. [`shutdown`](Self::shutdown) stops it gracefully; dropping the
@@ -361,6 +391,40 @@ impl WorkerPool {
     /// the oldest (and is told so by `RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
         self.inner.subscribe()
+    }
+
+    /// Resolves when the pool stops on its own, with why ([`Error::PoolFailed`]): a part of
+    /// it panicked or ended (a bug in tasklib), or the database (on Celery, the broker) could
+    /// not be reached for longer than [`TaskWorker::max_outage`]. It never resolves while the
+    /// pool works, nor because of [`shutdown`](Self::shutdown). A pool that failed claims
+    /// nothing more; call `shutdown` to wait for the tasks it was running, then exit with an
+    /// error so that a supervisor (systemd, Kubernetes) starts the worker again.
+    ///
+    /// ```no_run
+    /// # async fn example(tasks: tasklib::TaskLib) -> tasklib::Result<()> {
+    /// let pool = tasklib::TaskWorker::new(&tasks).spawn()?;
+    /// let failure = tokio::select! {
+    ///     () = tasklib::shutdown_signal() => None,
+    ///     failure = pool.failed() => Some(failure),
+    /// };
+    /// let stopped = pool.shutdown().await;
+    /// match failure {
+    ///     Some(failure) => Err(failure), // exit non-zero
+    ///     None => stopped,
+    /// }
+    /// # }
+    /// ```
+    pub async fn failed(&self) -> Error {
+        let mut failure = self.inner.failure();
+        loop {
+            if let Some(failure) = failure.borrow_and_update().clone() {
+                return Error::PoolFailed(failure);
+            }
+            if failure.changed().await.is_err() {
+                // The pool is gone without failing: never.
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Stops claiming, waits up to the grace period for running tasks, and stops.

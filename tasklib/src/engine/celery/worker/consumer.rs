@@ -43,11 +43,13 @@ pub(crate) async fn consume(
         let popped = match pop(&shared, &mut conn, &keys).await {
             Ok(popped) => {
                 failures = 0;
+                shared.lifeline.reached();
                 popped
             }
             Err(error) => {
                 conn = None;
                 failures += 1;
+                shared.lifeline.unreachable(&error.to_string());
                 tracing::warn!(error = %error, queues = ?queues, "taking messages failed; retrying");
                 let delay = BackoffPolicy::reconnect().delay(failures);
                 tokio::select! {

@@ -27,7 +27,8 @@ use super::connection::Redis;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::retry::BackoffPolicy;
-use crate::worker::{PoolStats, RunningPool, WorkerEvent, WorkerPlan};
+use crate::worker::lifeline::Lifeline;
+use crate::worker::{PoolFailure, PoolStats, RunningPool, WorkerEvent, WorkerPlan};
 use crate::{Error, Result};
 
 /// Events kept for slow subscribers.
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     /// Longest wait of one `BRPOP`: how fast an idle consumer notices a stop.
     pub(crate) block: Duration,
     pub(crate) stop: watch::Receiver<bool>,
+    /// The stop signal's sender, and the pool's failure.
+    pub(crate) lifeline: Arc<Lifeline>,
 }
 
 impl Shared {
@@ -95,7 +98,6 @@ pub(crate) struct CeleryPool {
     worker_id: String,
     concurrency: usize,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
     /// Every consumer and job holds a clone; all dropped means all finished.
     alive: Option<mpsc::Sender<()>>,
     finished: mpsc::Receiver<()>,
@@ -122,7 +124,7 @@ pub(crate) fn spawn(
     registry: Registry,
     plan: WorkerPlan,
 ) -> Result<Box<dyn RunningPool>> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let lifeline = Lifeline::new(plan.max_outage, "broker");
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let block = plan
         .poll_interval
@@ -138,28 +140,32 @@ pub(crate) fn spawn(
         counters: Counters::default(),
         held: Mutex::new(HashSet::new()),
         block,
-        stop: stop_rx,
+        stop: lifeline.on_stop(),
+        lifeline: Arc::clone(&lifeline),
     });
     let (alive, finished) = mpsc::channel(1);
     for (queues, slots) in &plan.groups {
         let slots = Arc::new(Semaphore::new(*slots));
-        tokio::spawn(consumer::consume(
-            Arc::clone(&shared),
-            queues.clone(),
-            slots,
-            alive.clone(),
+        tokio::spawn(lifeline.guard(
+            format!("consumer of {}", queues.join(", ")),
+            consumer::consume(Arc::clone(&shared), queues.clone(), slots, alive.clone()),
         ));
     }
     let visibility = config.lock_timeout();
     let background = vec![
-        tokio::spawn(heartbeat(Arc::clone(&shared), visibility / 3)),
-        tokio::spawn(restorer(Arc::clone(&shared), visibility)),
+        tokio::spawn(lifeline.guard(
+            "heartbeat".to_owned(),
+            heartbeat(Arc::clone(&shared), visibility / 3),
+        )),
+        tokio::spawn(lifeline.guard(
+            "restorer".to_owned(),
+            restorer(Arc::clone(&shared), visibility),
+        )),
     ];
     Ok(Box::new(CeleryPool {
         worker_id: config.worker_id().to_owned(),
         concurrency: plan.total_slots(),
         shared,
-        stop: stop_tx,
         alive: Some(alive),
         finished,
         background,
@@ -191,9 +197,13 @@ impl RunningPool for CeleryPool {
         self.shared.events.subscribe()
     }
 
+    fn failure(&self) -> watch::Receiver<Option<PoolFailure>> {
+        self.shared.lifeline.failure()
+    }
+
     fn shutdown(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let _ = self.stop.send(true);
+            self.shared.lifeline.stop();
             self.alive = None;
             // `recv` gives `None` once every consumer and job has dropped its sender.
             let drained = tokio::time::timeout(self.grace, self.finished.recv()).await;
@@ -211,7 +221,7 @@ impl RunningPool for CeleryPool {
 impl Drop for CeleryPool {
     fn drop(&mut self) {
         // Dropped without `shutdown`: stop taking messages; running jobs finish by themselves.
-        let _ = self.stop.send(true);
+        self.shared.lifeline.stop();
     }
 }
 

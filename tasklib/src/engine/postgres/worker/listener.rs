@@ -23,7 +23,7 @@ pub const NEW_TASKS_CHANNEL: &str = "tasks_new";
 pub const CANCEL_CHANNEL: &str = "tasks_cancel";
 
 pub(crate) async fn run(pool: Arc<PoolShared>) {
-    let mut shutdown = pool.shutdown.subscribe();
+    let mut shutdown = pool.lifeline.on_stop();
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow_and_update() {

@@ -67,6 +67,7 @@ async fn beat(pool: &PoolShared) {
 async fn rescue(pool: &PoolShared) {
     match store::rescue_expired(&pool.db, RESCUE_BATCH, None).await {
         Ok(rows) => {
+            pool.lifeline.reached();
             for row in rows {
                 let dead_worker = row.worker_id.as_deref().unwrap_or("?");
                 if row.returned {
@@ -82,7 +83,9 @@ async fn rescue(pool: &PoolShared) {
             }
         }
         Err(error) => {
-            tracing::warn!(error = %crate::task::error_chain(&error), "rescuing expired tasks failed")
+            let error = crate::task::error_chain(&error);
+            tracing::warn!(%error, "rescuing expired tasks failed");
+            pool.lifeline.unreachable(&error);
         }
     }
 }

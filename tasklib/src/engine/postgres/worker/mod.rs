@@ -33,7 +33,8 @@ pub use listener::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::retry::BackoffPolicy;
-use crate::worker::{PoolStats, RunningPool, WorkerEvent, WorkerPlan};
+use crate::worker::lifeline::Lifeline;
+use crate::worker::{PoolFailure, PoolStats, RunningPool, WorkerEvent, WorkerPlan};
 use crate::{Error, Result};
 use pool::{PoolShared, QueueState, SlotGroup};
 
@@ -70,7 +71,7 @@ pub(crate) fn spawn(
     // (twice the slots starved the writer: docs/performance.md).
     let unwritten = Arc::new(Semaphore::new(total_slots.saturating_mul(4)));
     let (events, _) = broadcast::channel(1024);
-    let (shutdown, _) = watch::channel(false);
+    let lifeline = Lifeline::new(plan.max_outage, "database");
     let shared = Arc::new(PoolShared {
         worker_id: config.worker_id().to_owned(),
         names: plan.names,
@@ -81,7 +82,7 @@ pub(crate) fn spawn(
         queues,
         in_flight: Default::default(),
         events,
-        shutdown,
+        lifeline: Arc::clone(&lifeline),
         stats: Default::default(),
         retention: plan.retention,
         claim_ahead: plan.claim_ahead,
@@ -97,12 +98,24 @@ pub(crate) fn spawn(
         database_url: config.database_url().clone(),
         registry,
     });
-    let listener = tokio::spawn(listener::run(Arc::clone(&shared)));
-    let maintenance = tokio::spawn(maintenance::run(Arc::clone(&shared)));
+    // Each part runs guarded: a panic, or an end before the pool stops, fails the pool.
+    let listener = tokio::spawn(lifeline.guard(
+        "notification listener".to_owned(),
+        listener::run(Arc::clone(&shared)),
+    ));
+    let maintenance = tokio::spawn(lifeline.guard(
+        "maintenance (heartbeats, rescues)".to_owned(),
+        maintenance::run(Arc::clone(&shared)),
+    ));
     let producers = shared
         .queues
         .values()
-        .map(|queue| tokio::spawn(producer::run(Arc::clone(&shared), Arc::clone(queue))))
+        .map(|queue| {
+            tokio::spawn(lifeline.guard(
+                format!("producer of queue \"{}\"", queue.name),
+                producer::run(Arc::clone(&shared), Arc::clone(queue)),
+            ))
+        })
         .collect();
     Ok(Box::new(PgPool {
         shared,
@@ -154,11 +167,15 @@ impl RunningPool for PgPool {
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(self.stop())
     }
+
+    fn failure(&self) -> watch::Receiver<Option<PoolFailure>> {
+        self.shared.lifeline.failure()
+    }
 }
 
 impl PgPool {
     async fn stop(mut self: Box<Self>) -> Result<()> {
-        self.shared.shutdown.send_replace(true);
+        self.shared.lifeline.stop();
         for producer in self.producers.drain(..) {
             let _ = producer.await;
         }
@@ -194,6 +211,6 @@ impl PgPool {
 
 impl Drop for PgPool {
     fn drop(&mut self) {
-        self.shared.shutdown.send_replace(true);
+        self.shared.lifeline.stop();
     }
 }

@@ -13,6 +13,7 @@ use super::store::ClaimedRow;
 use crate::registry::Registry;
 use crate::retry::BackoffPolicy;
 use crate::url::RedactedUrl;
+use crate::worker::lifeline::Lifeline;
 use crate::worker::{ClaimAhead, WorkerEvent};
 
 /// One queue served by the pool.
@@ -82,7 +83,8 @@ pub(crate) struct PoolShared {
     pub(crate) queues: HashMap<String, Arc<QueueState>>,
     pub(crate) in_flight: Mutex<HashMap<Uuid, InFlight>>,
     pub(crate) events: broadcast::Sender<WorkerEvent>,
-    pub(crate) shutdown: watch::Sender<bool>,
+    /// The stop signal, and the pool's failure.
+    pub(crate) lifeline: Arc<Lifeline>,
     pub(crate) stats: Counters,
     pub(crate) retention: crate::retention::RetentionPolicy,
     pub(crate) claim_ahead: ClaimAhead,
@@ -123,7 +125,7 @@ impl PoolShared {
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.lifeline.stopping()
     }
 
     pub(crate) fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, InFlight>> {

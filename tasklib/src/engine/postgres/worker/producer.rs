@@ -115,7 +115,7 @@ struct Producer {
 }
 
 pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
-    let mut shutdown = pool.shutdown.subscribe();
+    let mut shutdown = pool.lifeline.on_stop();
     let mut producer = Producer {
         next_poll: Instant::now() + pool.jittered_poll(),
         pool,
@@ -462,6 +462,9 @@ impl Producer {
                 if let Some(slots) = slots {
                     self.queue.group.give_back(slots);
                 }
+                self.pool
+                    .lifeline
+                    .unreachable(&crate::task::error_chain(&error));
                 self.failures += 1;
                 let delay = BackoffPolicy::reconnect()
                     .delay(self.failures)
@@ -472,6 +475,7 @@ impl Producer {
             }
         };
         self.failures = 0;
+        self.pool.lifeline.reached();
         self.pool.stats.record_claim(rows.len());
         // A full claim may have left rows behind; a short one means the queue had no more,
         // unless a wake-up came while it was on its way.
