@@ -205,7 +205,7 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let cause_text = without_source_line(&cause.to_string());
         if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
@@ -213,6 +213,27 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `text` without the server's own source location that the driver appends to a database
+/// error (`relation "tasks" does not exist at line 1392`): the line is in PostgreSQL's C
+/// code, and means nothing to the reader.
+fn without_source_line(text: &str) -> String {
+    const MARK: &str = " at line ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let after = &rest[at + MARK.len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            out.push_str(&rest[..at + MARK.len()]);
+        } else {
+            out.push_str(&rest[..at]);
+        }
+        rest = &after[if digits == 0 { 0 } else { digits }..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Any error converts into a retry, so `?` works in handlers.
@@ -247,6 +268,19 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("smtp send failed")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_servers_source_line_is_left_out() {
+        assert_eq!(
+            without_source_line("relation \"tasks\" does not exist at line 1392"),
+            "relation \"tasks\" does not exist"
+        );
+        assert_eq!(without_source_line("x at line 3: y at line 44"), "x: y");
+        assert_eq!(
+            without_source_line("syntax error at line breaks"),
+            "syntax error at line breaks"
+        );
+    }
 
     fn fails() -> Result<(), TaskError> {
         Err(Outer(std::io::Error::other("connection reset")))?;

@@ -77,3 +77,33 @@ async fn a_refused_connection_says_so_at_once() -> TestResult {
     assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_server_error_at_query_time_reads_as_one_line_without_the_servers_source_location()
+-> TestResult {
+    let env = setup().await?;
+    // Someone dropped the table under a running application.
+    crate::common::raw(&env.db)
+        .await?
+        .batch_execute("DROP TABLE tasks CASCADE")
+        .await?;
+    let error = env
+        .tasks
+        .get_task(uuid::Uuid::nil())
+        .await
+        .err()
+        .ok_or("reading a dropped table succeeded")?;
+    let debug = format!("{error:?}");
+    assert!(!debug.contains('\n'), "{debug}");
+    assert!(
+        debug.contains("relation \"tasks\" does not exist"),
+        "{debug}"
+    );
+    for server_internal in ["line", "routine", "parse_relation", ".c\""] {
+        assert!(
+            !debug.contains(server_internal),
+            "{server_internal} in {debug}"
+        );
+    }
+    Ok(())
+}
