@@ -185,6 +185,23 @@ fn help_lists_the_flags_and_their_variables_without_values() -> TestResult {
         assert!(help.contains(flag), "{flag} missing from help:\n{help}");
     }
     assert!(!help.contains("very-secret"), "{help}");
+    // The task types it serves, with their queues, listed without connecting anywhere.
+    let listing = help
+        .split_once("Task types this worker runs:")
+        .map(|(_, list)| list)
+        .ok_or_else(|| format!("no task types in help:\n{help}"))?;
+    for (name, queue) in [
+        ("add_numbers", "default"),
+        ("call_api", "api_processing"),
+        ("process_file", "file_processing"),
+    ] {
+        assert!(
+            listing.lines().any(
+                |l| l.trim_start().starts_with(name) && l.ends_with(&format!("queue: {queue}"))
+            ),
+            "{name} on {queue} missing:\n{listing}"
+        );
+    }
     Ok(())
 }
 

@@ -266,8 +266,12 @@ pub async fn run_worker_command_from(
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
     register: impl FnOnce(&TaskLib) -> Result<()>,
 ) -> ExitCode {
-    let args = match WorkerArgs::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let args = match WorkerArgs::try_parse_from(&args) {
         Ok(args) => args,
+        Err(err) if err.kind() == clap::error::ErrorKind::DisplayHelp => {
+            return clap_exit(&help_with_task_types(&args, register));
+        }
         Err(err) => return clap_exit(&err),
     };
     if args.engine.lacks_database_url() {
@@ -284,6 +288,42 @@ pub async fn run_worker_command_from(
             eprintln!("error: {}", one_line(&err));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The `--help` of the worker command, ending with the task types `register` adds and their
+/// queues (registered on a `TaskLib` connected to nothing).
+fn help_with_task_types(
+    args: &[OsString],
+    register: impl FnOnce(&TaskLib) -> Result<()>,
+) -> clap::Error {
+    // Any valid configuration: nothing connects.
+    let registered = crate::Config::builder("postgres://localhost/")
+        .build()
+        .map(TaskLib::detached)
+        .and_then(|tasks| register(&tasks).map(|()| tasks));
+    let listing = match registered {
+        Ok(tasks) => {
+            let types = tasks.get_registered_tasks();
+            let width = types.iter().map(|t| t.name.len()).max().unwrap_or(0);
+            let lines: Vec<String> = types
+                .iter()
+                .map(|t| format!("  {:width$}  queue: {}", t.name, t.queue))
+                .collect();
+            format!("Task types this worker runs:\n{}", lines.join("\n"))
+        }
+        Err(error) => format!("Task types: could not be listed ({})", one_line(&error)),
+    };
+    match WorkerArgs::command()
+        .after_help(listing)
+        .try_get_matches_from(args)
+    {
+        Err(help) => help,
+        // `--help` was on the line a moment ago; parsing it again cannot succeed.
+        Ok(_) => WorkerArgs::command().error(
+            clap::error::ErrorKind::DisplayHelp,
+            "run with --help for help",
+        ),
     }
 }
 

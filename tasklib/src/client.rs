@@ -103,6 +103,20 @@ impl TaskLib {
         })
     }
 
+    /// A `TaskLib` connected to nothing, on which task types can be registered and listed
+    /// (for a worker command's `--help`); everything else is refused.
+    pub(crate) fn detached(config: Config) -> TaskLib {
+        TaskLib {
+            inner: Arc::new(Inner {
+                engine: Arc::new(crate::engine::detached::Detached {
+                    backend: config.backend(),
+                }),
+                config,
+                registry: Registry::default(),
+            }),
+        }
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.inner.config

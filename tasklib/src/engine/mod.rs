@@ -11,6 +11,7 @@
 
 #[cfg(feature = "celery")]
 pub(crate) mod celery;
+pub(crate) mod detached;
 pub(crate) mod postgres;
 
 use std::fmt;
