@@ -106,7 +106,7 @@ impl Worker {
 
     /// Sends SIGTERM and waits for the process to exit; returns its status and its log.
     async fn stop(mut self) -> Result<(ExitStatus, String), BoxError> {
-        let (mut child, log) = match (self.child.take(), self.log.take()) {
+        let (child, log) = match (self.child.take(), self.log.take()) {
             (Some(child), Some(log)) => (child, log),
             _ => return Err("the worker was already stopped".into()),
         };
@@ -118,40 +118,36 @@ impl Worker {
         {
             return Err("could not send SIGTERM to the worker".into());
         }
-        let exited = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
-            let status = child.wait()?;
-            let log = log.join().map_err(|_| "the log reader panicked")?;
-            Ok((status, log))
-        });
-        match tokio::time::timeout(PATIENCE, exited).await {
-            Ok(joined) => joined?,
-            Err(_) => {
-                Command::new("kill").args(["-KILL", &pid]).status()?;
-                Err(format!("the worker did not stop within {PATIENCE:?} of SIGTERM").into())
-            }
-        }
+        wait_for_exit(child, log, "of SIGTERM").await
     }
-}
 
-impl Worker {
     /// Waits for the process to exit on its own; returns its status and its log.
     async fn exited(mut self) -> Result<(ExitStatus, String), BoxError> {
-        let (mut child, log) = match (self.child.take(), self.log.take()) {
+        let (child, log) = match (self.child.take(), self.log.take()) {
             (Some(child), Some(log)) => (child, log),
             _ => return Err("the worker was already stopped".into()),
         };
-        let pid = child.id().to_string();
-        let exited = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
-            let status = child.wait()?;
-            let log = log.join().map_err(|_| "the log reader panicked")?;
-            Ok((status, log))
-        });
-        match tokio::time::timeout(PATIENCE, exited).await {
-            Ok(joined) => joined?,
-            Err(_) => {
-                Command::new("kill").args(["-KILL", &pid]).status()?;
-                Err(format!("the worker did not exit within {PATIENCE:?}").into())
-            }
+        wait_for_exit(child, log, "").await
+    }
+}
+
+/// Waits up to [`PATIENCE`] for `child` to exit (killing it after that); its status and log.
+async fn wait_for_exit(
+    mut child: Child,
+    log: JoinHandle<String>,
+    after: &str,
+) -> Result<(ExitStatus, String), BoxError> {
+    let pid = child.id().to_string();
+    let exited = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+        let status = child.wait()?;
+        let log = log.join().map_err(|_| "the log reader panicked")?;
+        Ok((status, log))
+    });
+    match tokio::time::timeout(PATIENCE, exited).await {
+        Ok(joined) => joined?,
+        Err(_) => {
+            Command::new("kill").args(["-KILL", &pid]).status()?;
+            Err(format!("the worker did not exit within {PATIENCE:?} {after}").into())
         }
     }
 }

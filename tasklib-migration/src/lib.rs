@@ -29,6 +29,7 @@ pub use sea_orm_migration::{MigrationTrait, MigratorTrait};
 mod m20261123_000001_create_tasks;
 mod m20261130_000001_lean_indexes;
 mod m20261202_000001_chains_and_waits;
+mod m20261203_000001_schema_channels;
 
 /// Name of the table that records which tasklib migrations have been applied.
 pub const MIGRATION_TABLE: &str = "tasklib_migrations";
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_tasks::Migration),
             Box::new(m20261130_000001_lean_indexes::Migration),
             Box::new(m20261202_000001_chains_and_waits::Migration),
+            Box::new(m20261203_000001_schema_channels::Migration),
         ]
     }
 

@@ -105,6 +105,7 @@ impl TaskLib {
 
     /// A `TaskLib` connected to nothing, on which task types can be registered and listed
     /// (for a worker command's `--help`); everything else is refused.
+    #[cfg(feature = "cli")]
     pub(crate) fn detached(config: Config) -> TaskLib {
         TaskLib {
             inner: Arc::new(Inner {

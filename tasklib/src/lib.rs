@@ -177,7 +177,9 @@ pub use config::{
     parse_duration,
 };
 pub use control::CancelOutcome;
-pub use engine::postgres::migrate::{MIGRATION_LOCK_KEY, migrate, pending_migrations};
+pub use engine::postgres::migrate::{
+    MIGRATION_LOCK_KEY, migrate, migration_lock_key, pending_migrations,
+};
 pub use engine::postgres::wait::DONE_CHANNEL;
 pub use engine::postgres::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
 pub use error::{Error, Result};

@@ -88,6 +88,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261123_000001_create_tasks".to_owned(),
             "m20261130_000001_lean_indexes".to_owned(),
             "m20261202_000001_chains_and_waits".to_owned(),
+            "m20261203_000001_schema_channels".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;
@@ -193,8 +194,8 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
         "an empty tag filter matches every task"
     );
 
-    // Back past the chain columns and the lean indexes.
-    Migrator::down(tasks.db()?, Some(2)).await?;
+    // Back past the schema's channels, the chain columns and the lean indexes.
+    Migrator::down(tasks.db()?, Some(3)).await?;
     assert_eq!(
         listing_indexes_partial(&client).await?,
         [false; 3],

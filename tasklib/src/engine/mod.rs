@@ -11,6 +11,7 @@
 
 #[cfg(feature = "celery")]
 pub(crate) mod celery;
+#[cfg(feature = "cli")]
 pub(crate) mod detached;
 pub(crate) mod postgres;
 

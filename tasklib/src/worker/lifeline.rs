@@ -175,21 +175,10 @@ impl Lifeline {
                 Ok(()) => lifeline.fail(PoolFailure::PartEnded { part }),
                 Err(panic) => lifeline.fail(PoolFailure::Panicked {
                     part,
-                    message: panic_message(panic.as_ref()),
+                    message: crate::attempt::panic_message(panic.as_ref()),
                 }),
             }
         }
-    }
-}
-
-/// The text of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_owned()
     }
 }
 

@@ -28,13 +28,13 @@ WITH target AS (
       AND (target.state = 'pending' OR (target.state = 'failed' AND target.retrying))
     RETURNING t.id,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 ), requested AS (
     UPDATE tasks AS t
     SET cancel_requested_at = COALESCE(t.cancel_requested_at, now())
     FROM target
     WHERE t.id = target.id AND target.state = 'running'
-    RETURNING t.id, pg_notify('tasks_cancel', t.id::text)
+    RETURNING t.id, pg_notify(tasklib_channel('tasks_cancel'), t.id::text)
 ), rest AS (
     UPDATE tasks AS t
     SET state = 'cancelled', completed_at = now(),
@@ -45,7 +45,7 @@ WITH target AS (
       AND (target.state IN ('pending', 'running') OR (target.state = 'failed' AND target.retrying))
     RETURNING t.id,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 )
 SELECT target.state,
        target.retrying,
@@ -142,7 +142,7 @@ WITH target AS (
     FROM target
     WHERE t.id = target.id
       AND ((target.state = 'failed' AND NOT target.retrying) OR target.state = 'cancelled')
-    RETURNING t.id, CASE WHEN target.due THEN pg_notify('tasks_new', t.queue) END
+    RETURNING t.id, CASE WHEN target.due THEN pg_notify(tasklib_channel('tasks_new'), t.queue) END
 ), later AS (
     UPDATE tasks AS t
     SET state = 'pending', scheduled_at = '9999-12-31 00:00:00+00', completed_at = NULL, error = NULL,
@@ -183,7 +183,7 @@ WITH requeued AS (
       AND t.chain_step > requeued.chain_step AND t.state = 'cancelled'
     RETURNING t.id
 ), notified AS (
-    SELECT pg_notify('tasks_new', queue) FROM (SELECT DISTINCT queue FROM requeued WHERE due) AS q
+    SELECT pg_notify(tasklib_channel('tasks_new'), queue) FROM (SELECT DISTINCT queue FROM requeued WHERE due) AS q
 )
 SELECT (SELECT count(*) FROM requeued) AS requeued, (SELECT count(*) FROM notified) AS queues
 "#;

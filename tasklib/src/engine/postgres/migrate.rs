@@ -5,13 +5,31 @@ use tasklib_migration::{Migrator, MigratorTrait};
 
 use crate::{Error, Result};
 
-/// The key of the transaction-scoped advisory lock that serialises migrations
-/// (`'tasklib'` in ASCII). Other tasklib versions use the same key, so an old and a new
-/// instance starting together never migrate at the same time.
+/// The key of the transaction-scoped advisory lock that serialises migrations of the
+/// `public` schema (`'tasklib'` in ASCII). Other tasklib versions use the same key, so an old
+/// and a new instance starting together never migrate at the same time. Another schema has a
+/// key of its own ([`migration_lock_key`]), so installations in two schemas never wait for
+/// each other.
 pub const MIGRATION_LOCK_KEY: i64 = 0x0074_6173_6b6c_6962;
 
-/// Applies pending tasklib migrations, in one transaction holding
-/// `pg_advisory_xact_lock(`[`MIGRATION_LOCK_KEY`]`)`.
+/// The migration lock's key for tasklib's tables in `schema`: [`MIGRATION_LOCK_KEY`] for
+/// `public`, else that key mixed with the schema's name (64-bit FNV-1a, stable across
+/// versions).
+pub fn migration_lock_key(schema: &str) -> i64 {
+    if schema == "public" {
+        return MIGRATION_LOCK_KEY;
+    }
+    let hash = schema
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    MIGRATION_LOCK_KEY ^ i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Applies pending tasklib migrations to the connection's current schema (the first of its
+/// `search_path`), in one transaction holding `pg_advisory_xact_lock` with that schema's
+/// [`migration_lock_key`] ([`MIGRATION_LOCK_KEY`] for `public`).
 ///
 /// Instances that start together queue on the lock; the first applies the migrations, the
 /// others then find nothing pending. A failure rolls everything back. `TaskLib::connect` calls
@@ -20,11 +38,31 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x0074_6173_6b6c_6962;
 /// # Errors
 /// [`Error::Migration`] when a migration or the lock fails.
 pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    apply(db, None).await
+}
+
+/// [`migrate`] into `schema` (created if missing), or the current schema when `None`. The
+/// connections must have `schema` first in their `search_path`.
+pub(crate) async fn apply(db: &DatabaseConnection, schema: Option<&str>) -> Result<()> {
     let txn = db.begin().await.map_err(Error::Migration)?;
+    let schema = match schema {
+        Some(schema) => schema.to_owned(),
+        None => txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT COALESCE(current_schema(), 'public') AS schema",
+            ))
+            .await
+            .map_err(Error::Migration)?
+            .map(|row| row.try_get::<String>("", "schema"))
+            .transpose()
+            .map_err(Error::Migration)?
+            .unwrap_or_else(|| "public".to_owned()),
+    };
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT pg_advisory_xact_lock($1)",
-        [MIGRATION_LOCK_KEY.into()],
+        [migration_lock_key(&schema).into()],
     ))
     .await
     .map_err(Error::Migration)?;
@@ -33,6 +71,13 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
     txn.execute_unprepared("SET LOCAL client_min_messages = warning")
         .await
         .map_err(Error::Migration)?;
+    if schema != "public" {
+        // Under the lock: two instances creating it at once would otherwise collide. The name
+        // was checked when the configuration was built (letters, digits, `_`).
+        txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await
+            .map_err(Error::Migration)?;
+    }
     Migrator::up(&txn, None).await.map_err(Error::Migration)?;
     txn.commit().await.map_err(Error::Migration)?;
     Ok(())
@@ -47,4 +92,17 @@ pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>> 
         .await
         .map_err(Error::Migration)?;
     Ok(pending.iter().map(|m| m.name().to_owned()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_schema_has_its_own_stable_lock_key() {
+        assert_eq!(migration_lock_key("public"), MIGRATION_LOCK_KEY);
+        assert_ne!(migration_lock_key("jobs"), migration_lock_key("jobs2"));
+        // Pinned: a key that changed between versions would let two versions migrate at once.
+        assert_eq!(migration_lock_key("jobs"), 4_741_565_474_086_061_759);
+    }
 }

@@ -49,8 +49,8 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
           t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started
 "#;
 
-/// Marks attempts `$2` of tasks `$1` (arrays of the same length), claimed ahead by worker
-/// `$3`, as started, just before they run; returns the ids marked. A row rescued, released or
+/// Marks attempts `$3` of tasks `$1` (arrays of the same length), claimed ahead by worker
+/// `$2`, as started, just before they run; returns the ids marked. A row rescued, released or
 /// cancelled since the claim is not marked, and must not run.
 ///
 /// The mark is committed asynchronously (`synchronous_commit` off for this transaction only):
@@ -60,9 +60,9 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
 pub(crate) const MARK_STARTED: &str = r#"
 UPDATE tasks AS t
 SET started_at = now()
-FROM unnest($1::uuid[], $2::int4[]) AS s(id, attempt)
+FROM unnest($1::uuid[], $3::int4[]) AS s(id, attempt)
 WHERE t.id = ANY($1::uuid[])
-  AND t.id = s.id AND t.attempt = s.attempt AND t.worker_id = $3 AND t.state = 'running'
+  AND t.id = s.id AND t.attempt = s.attempt AND t.worker_id = $2 AND t.state = 'running'
   AND t.started_at IS NULL
   AND set_config('synchronous_commit', 'off', true) IS NOT NULL
 RETURNING t.id
@@ -92,7 +92,7 @@ WHERE t.id = ANY($1::uuid[])
   AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'
 RETURNING t.id,
           CASE WHEN t.notify_done
-               THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+               THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 "#;
 
 /// [`COMPLETE_MANY`] for a batch holding chain steps (same parameters and fence).
@@ -111,7 +111,7 @@ WITH done AS (
       AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'
     RETURNING t.id, t.chain_id, t.chain_step, u.result -> 'value' AS value,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 ), released AS (
     UPDATE tasks AS n
     SET scheduled_at = COALESCE($5::timestamptz, now()),
@@ -122,7 +122,7 @@ WITH done AS (
       AND n.state = 'pending' AND n.scheduled_at = '9999-12-31 00:00:00+00'
     RETURNING n.queue
 )
-SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
+SELECT id, (SELECT count(pg_notify(tasklib_channel('tasks_new'), q.queue))
             FROM (SELECT DISTINCT queue FROM released) AS q) AS notified
 FROM done
 "#;
@@ -148,7 +148,7 @@ WITH ended AS (
     WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
     RETURNING t.id, t.chain_id, t.chain_step, t.next_retry_at,
               CASE WHEN $5::float8 IS NULL AND t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 ), later AS (
     UPDATE tasks AS t
     SET state = 'cancelled', completed_at = now(),
@@ -159,7 +159,7 @@ WITH ended AS (
       AND t.chain_step > ended.chain_step AND t.state = 'pending'
     RETURNING t.id,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 )
 SELECT id FROM ended
 "#;
@@ -174,7 +174,7 @@ WITH ended AS (
     WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
     RETURNING t.id, t.chain_id, t.chain_step,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 ), later AS (
     UPDATE tasks AS t
     SET state = 'cancelled', completed_at = now(),
@@ -184,7 +184,7 @@ WITH ended AS (
       AND t.chain_step > ended.chain_step AND t.state = 'pending'
     RETURNING t.id,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 )
 SELECT id FROM ended
 "#;
@@ -214,7 +214,7 @@ WITH released AS (
       AND t.id = r.id AND t.attempt = r.attempt AND t.worker_id = $2 AND t.state = 'running'
     RETURNING t.id, t.queue
 )
-SELECT id, (SELECT count(pg_notify('tasks_new', q.queue))
+SELECT id, (SELECT count(pg_notify(tasklib_channel('tasks_new'), q.queue))
             FROM (SELECT DISTINCT queue FROM released) AS q) AS notified
 FROM released
 "#;
@@ -257,7 +257,7 @@ WITH expired AS MATERIALIZED (
               t.chain_id, t.chain_step, t.notify_done
 ), ended AS MATERIALIZED (
     SELECT id, chain_id, chain_step,
-           CASE WHEN notify_done THEN pg_notify('tasks_done', concat_ws(' ', id, chain_id)) END
+           CASE WHEN notify_done THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', id, chain_id)) END
     FROM rescued WHERE NOT retrying
 ), later AS (
     UPDATE tasks AS t
@@ -268,9 +268,9 @@ WITH expired AS MATERIALIZED (
       AND t.chain_step > ended.chain_step AND t.state = 'pending'
     RETURNING t.id,
               CASE WHEN t.notify_done
-                   THEN pg_notify('tasks_done', concat_ws(' ', t.id, t.chain_id)) END
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify('tasks_new', q.queue)) AS queues
+    SELECT count(pg_notify(tasklib_channel('tasks_new'), q.queue)) AS queues
     FROM (SELECT queue FROM rescued WHERE retrying UNION SELECT queue FROM returned) AS q
 )
 SELECT id, name, worker_id, retrying, false AS returned, queues AS notified

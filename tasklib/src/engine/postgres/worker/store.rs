@@ -90,13 +90,21 @@ pub(crate) async fn mark_started(
     attempts: impl Iterator<Item = (Uuid, i32)>,
     worker_id: &str,
 ) -> Result<Vec<Uuid>> {
+    for_attempts(db, sql::MARK_STARTED, attempts, worker_id).await
+}
+
+/// Runs `sql` (`$1` ids, `$2` worker, `$3` attempts) for attempts `(id, attempt)` of
+/// `worker_id`; the ids it returns.
+async fn for_attempts(
+    db: &DatabaseConnection,
+    sql: &str,
+    attempts: impl Iterator<Item = (Uuid, i32)>,
+    worker_id: &str,
+) -> Result<Vec<Uuid>> {
     let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.unzip();
-    let statement = stmt(
-        sql::MARK_STARTED,
-        vec![ids.into(), numbers.into(), worker_id.into()],
-    );
-    let marked = IdRow::find_by_statement(statement).all(db).await?;
-    Ok(marked.into_iter().map(|r| r.id).collect())
+    let statement = stmt(sql, vec![ids.into(), worker_id.into(), numbers.into()]);
+    let rows = IdRow::find_by_statement(statement).all(db).await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
 /// Writes a success; false when the attempt was fenced off.
@@ -225,13 +233,7 @@ pub(crate) async fn release(
     attempts: impl Iterator<Item = (Uuid, i32)>,
     worker_id: &str,
 ) -> Result<Vec<Uuid>> {
-    let (ids, numbers): (Vec<Uuid>, Vec<i32>) = attempts.unzip();
-    let statement = stmt(
-        sql::RELEASE,
-        vec![ids.into(), worker_id.into(), numbers.into()],
-    );
-    let released = IdRow::find_by_statement(statement).all(db).await?;
-    Ok(released.into_iter().map(|r| r.id).collect())
+    for_attempts(db, sql::RELEASE, attempts, worker_id).await
 }
 
 #[derive(Debug, FromQueryResult)]
