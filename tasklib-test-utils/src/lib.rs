@@ -35,7 +35,9 @@
 //!   (`pg_ctl -m immediate stop`) and deletes the directory once the process has exited,
 //!   however it exited. As root, the binaries run as the `postgres` user (PostgreSQL refuses
 //!   root).
-//! - A test that must restart the server itself gets a [`TestCluster`] of its own.
+//! - A test that must restart the server itself gets a [`TestCluster`] of its own; one that
+//!   tests TLS to the database, a [`TestTlsCluster`] (TCP, `ssl=on`, a certificate made in the
+//!   test with a CA of its own).
 //!
 //! [`TestDatabase::url`] works with both SeaORM (`sea_orm::Database::connect`, sqlx) and
 //! `tokio_postgres::connect`. For the private cluster it names the socket directory,
@@ -71,6 +73,7 @@ mod queue;
 mod redis;
 mod server;
 mod service;
+mod tls_cluster;
 mod watchdog;
 
 pub use celery::{CELERY_REQUIREMENT, CeleryError, CeleryVenv, CeleryWorker, PythonApp};
@@ -79,3 +82,4 @@ pub use error::TestDbError;
 pub use private_cluster::TestCluster;
 pub use queue::{Drained, QueueTestError, assert_enqueued, drain, enqueued};
 pub use redis::{TestRedis, TestRedisError};
+pub use tls_cluster::{TLS_TEST_HOSTS, TestTlsCluster};

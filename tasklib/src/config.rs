@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backend::{BackendConfig, BackendType};
+use crate::engine::postgres::tls;
 use crate::url::RedactedUrl;
 use crate::{Error, Result};
 
@@ -41,10 +42,104 @@ pub const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
+/// How connections to PostgreSQL use TLS when neither the URL's `sslmode` nor
+/// [`ConfigBuilder::ssl_mode`] says: TLS when the server offers it, as libpq does.
+pub const DEFAULT_SSL_MODE: SslMode = SslMode::Prefer;
 /// The Temporal frontend a `temporal` backend connects to when `TEMPORAL_HOST` is unset.
 pub const DEFAULT_TEMPORAL_HOST: &str = "localhost:7233";
 /// The Temporal namespace when `TEMPORAL_NAMESPACE` is unset.
 pub const DEFAULT_TEMPORAL_NAMESPACE: &str = "default";
+
+/// How connections to PostgreSQL use TLS: libpq's `sslmode`, with libpq's meanings. Every
+/// connection tasklib opens follows it: the pool, the workers' `LISTEN` connection and the
+/// result waiters' (rustls; OpenSSL is not used).
+///
+/// Set it in the database URL (`?sslmode=verify-full&sslrootcert=/path/ca.pem`) or with
+/// [`ConfigBuilder::ssl_mode`] and [`ConfigBuilder::ssl_root_cert`] (the builder wins).
+/// Defaults to [`DEFAULT_SSL_MODE`]. `docs/deployment.md` has a guide.
+///
+/// ```
+/// use tasklib::{Config, SslMode};
+///
+/// let config = Config::builder("postgres://app:secret@db.internal/app?sslmode=require")
+///     .ssl_mode(SslMode::VerifyFull)
+///     .ssl_root_cert("/etc/ssl/db-ca.pem")
+///     .build()?;
+/// assert_eq!(config.ssl_mode(), SslMode::VerifyFull);
+/// assert!(config.database_url().to_string().contains("sslmode=verify-full"));
+/// assert_eq!("verify-ca".parse::<SslMode>()?, SslMode::VerifyCa);
+/// # Ok::<(), tasklib::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not checked.
+    Prefer,
+    /// Always TLS (a server without it is refused); the certificate is not checked, unless a
+    /// root certificate is given (`sslrootcert`), in which case it is checked as in
+    /// [`VerifyCa`](Self::VerifyCa), as libpq does.
+    Require,
+    /// Always TLS, and the server's certificate must chain to the root certificate given
+    /// (`sslrootcert`), else to one the system trusts. Its host name is not checked.
+    VerifyCa,
+    /// As [`VerifyCa`](Self::VerifyCa), and the certificate must also name the host of the
+    /// URL (a DNS name or an IP address). What to use over a network you do not control.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq spelling: `disable`, `prefer`, `require`, `verify-ca`, `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl Default for SslMode {
+    fn default() -> Self {
+        DEFAULT_SSL_MODE
+    }
+}
+
+impl std::fmt::Display for SslMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = Error;
+
+    /// Parses libpq's spelling (any case).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `sslmode` when the text is none of the five (libpq's
+    /// `allow` included: use `prefer` or `disable`).
+    fn from_str(value: &str) -> Result<SslMode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            "allow" => invalid(
+                "sslmode",
+                "`allow` is not supported: use `prefer` (TLS when the server offers it) or \
+                 `disable`",
+            ),
+            _ => invalid(
+                "sslmode",
+                format!("`{value}` is not one of disable, prefer, require, verify-ca, verify-full"),
+            ),
+        }
+    }
+}
 
 /// Everything `TaskLib` needs to know, validated.
 ///
@@ -67,6 +162,8 @@ pub const DEFAULT_TEMPORAL_NAMESPACE: &str = "default";
 pub struct Config {
     backend: BackendType,
     database_url: RedactedUrl,
+    ssl_mode: Option<SslMode>,
+    ssl_root_cert: Option<PathBuf>,
     celery_broker_url: Option<RedactedUrl>,
     celery_result_backend: Option<RedactedUrl>,
     temporal_host: String,
@@ -97,6 +194,8 @@ impl Config {
             config: Config {
                 backend: BackendType::Postgres,
                 database_url: RedactedUrl::new(database_url),
+                ssl_mode: None,
+                ssl_root_cert: None,
                 celery_broker_url: None,
                 celery_result_backend: None,
                 temporal_host: DEFAULT_TEMPORAL_HOST.to_owned(),
@@ -174,9 +273,25 @@ impl Config {
     }
 
     /// The database URL (its `Display` and `Debug` hide the password). Empty on engines
-    /// other than PostgreSQL unless set.
+    /// other than PostgreSQL unless set. TLS settings given to the builder
+    /// ([`ssl_mode`](ConfigBuilder::ssl_mode), [`ssl_root_cert`](ConfigBuilder::ssl_root_cert))
+    /// are written into it, replacing the URL's own, so that every connection made from it
+    /// agrees.
     pub fn database_url(&self) -> &RedactedUrl {
         &self.database_url
+    }
+
+    /// How connections to PostgreSQL use TLS: the builder's [`ssl_mode`](ConfigBuilder::ssl_mode),
+    /// else the URL's `sslmode`, else [`DEFAULT_SSL_MODE`].
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode.unwrap_or_default()
+    }
+
+    /// The root certificate(s) the server's certificate is checked against: the builder's
+    /// [`ssl_root_cert`](ConfigBuilder::ssl_root_cert), else the URL's `sslrootcert`, else
+    /// none (the system's trusted roots).
+    pub fn ssl_root_cert(&self) -> Option<&std::path::Path> {
+        self.ssl_root_cert.as_deref()
     }
 
     /// The Celery broker (`TASK_CELERY_BROKER_URL`).
@@ -388,6 +503,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// How connections to PostgreSQL use TLS (see [`SslMode`]); wins over the URL's
+    /// `sslmode`. Defaults to the URL's, else [`DEFAULT_SSL_MODE`].
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.config.ssl_mode = Some(mode);
+        self
+    }
+
+    /// A PEM file with the certificate(s) of the CA that signed the server's certificate,
+    /// like libpq's `sslrootcert`; wins over the URL's. With it, only these roots are trusted
+    /// for tasklib's own connections, and `require` checks the certificate as `verify-ca`
+    /// does. The file is read when connecting. Defaults to the URL's `sslrootcert`, else none:
+    /// `verify-ca` and `verify-full` then trust the system's roots (and `SSL_CERT_FILE`).
+    pub fn ssl_root_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.ssl_root_cert = Some(path.into());
+        self
+    }
+
     /// The Celery broker, such as `redis://127.0.0.1:6379/0`. Required for Celery.
     pub fn celery_broker_url(mut self, url: impl Into<String>) -> Self {
         self.config.celery_broker_url = Some(RedactedUrl::new(url));
@@ -424,7 +556,11 @@ impl ConfigBuilder {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first setting that is out of range.
     pub fn build(self) -> Result<Config> {
-        let c = &self.config;
+        let mut config = self.config;
+        if !config.database_url.expose().trim().is_empty() {
+            resolve_tls(&mut config)?;
+        }
+        let c = &config;
         match c.backend {
             BackendType::Postgres if c.database_url.expose().trim().is_empty() => {
                 return invalid("database_url", "must not be empty");
@@ -489,7 +625,7 @@ impl ConfigBuilder {
         if c.max_args_bytes == 0 {
             return invalid("max_args_bytes", "must be at least 1");
         }
-        Ok(self.config)
+        Ok(config)
     }
 
     /// Reads settings from named variables, through `lookup` (the environment, in
@@ -606,6 +742,25 @@ impl ConfigBuilder {
         }
         Ok(b)
     }
+}
+
+/// Merges the builder's TLS settings with the URL's (the builder wins) and writes the result
+/// into the URL, which every connection is made from.
+fn resolve_tls(config: &mut Config) -> Result<()> {
+    let (url_mode, url_root) = tls::url_settings(&config.database_url)?;
+    if config.ssl_mode.is_none() && config.ssl_root_cert.is_none() {
+        config.ssl_mode = url_mode;
+        config.ssl_root_cert = url_root;
+        return Ok(());
+    }
+    config.ssl_mode = config.ssl_mode.or(url_mode);
+    config.ssl_root_cert = config.ssl_root_cert.take().or(url_root);
+    config.database_url = tls::with_settings(
+        &config.database_url,
+        config.ssl_mode,
+        config.ssl_root_cert.as_deref(),
+    )?;
+    Ok(())
 }
 
 fn invalid<T>(field: &'static str, reason: impl Into<String>) -> Result<T> {
@@ -804,6 +959,61 @@ mod tests {
             }
             other => panic!("expected InvalidConfig, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_url_and_the_builder_wins() -> Result<()> {
+        let plain = Config::builder("postgres://u:pw@h/db").build()?;
+        assert_eq!(plain.ssl_mode(), DEFAULT_SSL_MODE);
+        assert_eq!(plain.ssl_root_cert(), None);
+        assert_eq!(plain.database_url().expose(), "postgres://u:pw@h/db");
+
+        let url = "postgres://u:pw@h/db?sslmode=require&sslrootcert=/a/ca.pem&application_name=x";
+        let from_url = Config::builder(url).build()?;
+        assert_eq!(from_url.ssl_mode(), SslMode::Require);
+        assert_eq!(
+            from_url.ssl_root_cert(),
+            Some(std::path::Path::new("/a/ca.pem"))
+        );
+        assert_eq!(from_url.database_url().expose(), url);
+
+        let both = Config::builder(url).ssl_mode(SslMode::VerifyFull).build()?;
+        assert_eq!(both.ssl_mode(), SslMode::VerifyFull);
+        assert_eq!(
+            both.ssl_root_cert(),
+            Some(std::path::Path::new("/a/ca.pem"))
+        );
+        assert_eq!(
+            both.database_url().expose(),
+            "postgres://u:pw@h/db?application_name=x&sslmode=verify-full&sslrootcert=/a/ca.pem"
+        );
+        let root = Config::builder("postgres://h/db?ssl-mode=disable")
+            .ssl_root_cert("/b/ca.pem")
+            .build()?;
+        assert_eq!(root.ssl_mode(), SslMode::Disable);
+        assert_eq!(
+            root.database_url().expose(),
+            "postgres://h/db?sslmode=disable&sslrootcert=/b/ca.pem"
+        );
+
+        match Config::builder("postgres://h/db?sslmode=verify_full").build() {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "sslmode");
+                assert!(reason.contains("verify-full"), "{reason}");
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+        assert!("allow".parse::<SslMode>().is_err());
+        for mode in [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert_eq!(mode.to_string().parse::<SslMode>()?, mode);
+        }
+        Ok(())
     }
 
     #[test]

@@ -32,6 +32,21 @@ pub enum Error {
         source: sea_orm::DbErr,
     },
 
+    /// A connection to PostgreSQL could not be made as its TLS settings (`sslmode`,
+    /// `sslrootcert`) ask: the server's certificate was refused (wrong host name, signed by a
+    /// CA that is not trusted, expired), the server does not offer TLS, or the root
+    /// certificate file cannot be read. `reason` says which, and which setting to change.
+    #[error("could not connect to PostgreSQL at {url} over TLS: {reason}")]
+    Tls {
+        /// The URL, with its password replaced by `***`.
+        url: RedactedUrl,
+        /// What went wrong and what to do about it (one line).
+        reason: String,
+        /// What the TLS library or the driver said, when there is more.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+
     /// A query failed.
     #[error("database error")]
     Database(#[from] sea_orm::DbErr),

@@ -29,6 +29,68 @@ impl RedactedUrl {
     pub fn expose(&self) -> &str {
         &self.raw
     }
+
+    /// The value of the last query parameter named any of `names` (percent-decoded), if the
+    /// URL is a URL and has one.
+    pub(crate) fn query_param(&self, names: &[&str]) -> Option<String> {
+        let parsed = url::Url::parse(&self.raw).ok()?;
+        parsed
+            .query_pairs()
+            .filter(|(key, _)| names.contains(&key.as_ref()))
+            .last()
+            .map(|(_, value)| value.into_owned())
+    }
+
+    /// The URL without the query parameters named in `remove`, followed by `add` (the values
+    /// percent-encoded). The other parameters stay exactly as written: drivers decode query
+    /// values differently (tokio-postgres does not read `+` as a space), so they are not
+    /// re-encoded. `None` when the text is not a URL.
+    pub(crate) fn with_query_params(
+        &self,
+        remove: &[&str],
+        add: &[(&str, &str)],
+    ) -> Option<RedactedUrl> {
+        let mut parsed = url::Url::parse(&self.raw).ok()?;
+        let mut pairs: Vec<String> = parsed
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| {
+                let key = pair.split('=').next().unwrap_or_default();
+                let key = url::form_urlencoded::parse(key.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default();
+                !remove.contains(&key.as_str())
+            })
+            .map(str::to_owned)
+            .collect();
+        pairs.extend(
+            add.iter()
+                .map(|(key, value)| format!("{}={}", percent_encode(key), percent_encode(value))),
+        );
+        if pairs.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.set_query(Some(&pairs.join("&")));
+        }
+        Some(RedactedUrl::new(String::from(parsed)))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters and `/`, which both
+/// drivers decode alike.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Replaces the password of a URL with `***`. Strings that are not URLs are hidden whole
@@ -95,6 +157,44 @@ mod tests {
     fn url_without_password_is_unchanged() {
         let url = RedactedUrl::new("postgres://postgres@127.0.0.1:5432/test");
         assert_eq!(url.to_string(), "postgres://postgres@127.0.0.1:5432/test");
+    }
+
+    #[test]
+    fn reads_and_replaces_query_parameters() {
+        let url = RedactedUrl::new(
+            "postgres://u:pw@h:5432/db?options=-c%20a%3Db&sslmode=require&application_name=x+y",
+        );
+        assert_eq!(
+            url.query_param(&["sslmode", "ssl-mode"]).as_deref(),
+            Some("require")
+        );
+        assert_eq!(url.query_param(&["sslrootcert"]), None);
+        let changed = url
+            .with_query_params(
+                &["sslmode", "sslrootcert"],
+                &[("sslmode", "verify-ca"), ("sslrootcert", "/etc/my ca.pem")],
+            )
+            .map(|u| u.expose().to_owned());
+        assert_eq!(
+            changed.as_deref(),
+            Some(
+                "postgres://u:pw@h:5432/db?options=-c%20a%3Db&application_name=x+y\
+                 &sslmode=verify-ca&sslrootcert=/etc/my%20ca.pem"
+            )
+        );
+        let socket = RedactedUrl::new("postgres://postgres@%2Ftmp%2Fpg:5432/db?sslmode=prefer");
+        assert_eq!(
+            socket
+                .with_query_params(&["sslmode"], &[])
+                .map(|u| u.expose().to_owned())
+                .as_deref(),
+            Some("postgres://postgres@%2Ftmp%2Fpg:5432/db")
+        );
+        assert!(
+            RedactedUrl::new("host=h")
+                .with_query_params(&[], &[])
+                .is_none()
+        );
     }
 
     #[test]

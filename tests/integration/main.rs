@@ -29,6 +29,7 @@ mod notify;
 mod operability;
 mod queues;
 mod submit;
+mod tls;
 mod worker_claiming;
 mod worker_execution;
 mod worker_recovery;

@@ -4,15 +4,17 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
-use super::migrate;
+use super::{migrate, tls};
 use crate::config::Config;
 use crate::{Error, Result};
 
 /// Opens the pool, checks that the server answers, and applies pending migrations unless
-/// the configuration says not to.
+/// the configuration says not to. The pool and the probe connect with the same TLS settings
+/// ([`tls`]).
 pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
     probe(config).await?;
-    let mut options = ConnectOptions::new(config.database_url().expose());
+    let pool_url = tls::pool_url(config.database_url())?;
+    let mut options = ConnectOptions::new(pool_url.expose());
     options
         .max_connections(config.max_connections())
         .min_connections(0)
@@ -27,7 +29,7 @@ pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
         .await
         .map_err(|source| Error::Connect {
             url: config.database_url().clone(),
-            source: redact_url(source, config.database_url()),
+            source: redact_url(source, &pool_url),
         })?;
     // The pool connects lazily; make sure the server is really there.
     db.ping().await.map_err(|source| Error::Connect {
@@ -43,7 +45,8 @@ pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
 
 /// One direct connection attempt, closed at once. The pool retries a refused connection until
 /// its timeout and then says only that it timed out; this says why, as soon as the server
-/// (or the network) answers: connection refused, no such database, authentication failed.
+/// (or the network) answers: connection refused, no such database, authentication failed,
+/// a certificate that TLS settings refuse ([`Error::Tls`]).
 async fn probe(config: &Config) -> Result<()> {
     let url = config.database_url();
     let failed = |reason: String| Error::Connect {
@@ -52,19 +55,15 @@ async fn probe(config: &Config) -> Result<()> {
             reason.replace(url.expose(), &url.to_string()),
         )),
     };
-    match tokio::time::timeout(
-        config.connect_timeout(),
-        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls),
-    )
-    .await
-    {
+    match tokio::time::timeout(config.connect_timeout(), tls::connect(url)).await {
         Ok(Ok((client, connection))) => {
             drop(client);
             // Ends (the server closes the session) now that the client is gone.
             let _ = connection.await;
             Ok(())
         }
-        Ok(Err(error)) => Err(failed(crate::task::error_chain(&error))),
+        Ok(Err(tls::ConnectError::Tls(error))) => Err(error),
+        Ok(Err(tls::ConnectError::Driver(error))) => Err(failed(crate::task::error_chain(&error))),
         Err(_) => Err(failed(format!(
             "no answer within {:?} (connect_timeout)",
             config.connect_timeout()

@@ -8,6 +8,7 @@ mod connect;
 pub(crate) mod insert;
 pub(crate) mod migrate;
 pub(crate) mod read;
+pub(crate) mod tls;
 pub(crate) mod wait;
 pub(crate) mod worker;
 

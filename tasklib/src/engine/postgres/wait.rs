@@ -14,10 +14,10 @@ use futures::StreamExt;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
-use super::read;
+use super::{read, tls};
 use crate::result::TaskResult;
 use crate::retry::BackoffPolicy;
 use crate::url::RedactedUrl;
@@ -224,9 +224,7 @@ async fn session(
     waiters: &Mutex<HashMap<Uuid, Waiter>>,
     connected: &watch::Sender<bool>,
 ) -> std::result::Result<(), String> {
-    let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls)
-        .await
-        .map_err(|e| crate::task::error_chain(&e))?;
+    let (client, mut connection) = tls::connect(url).await.map_err(|e| e.reason())?;
     let (tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -10,10 +10,11 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::pool::PoolShared;
+use crate::engine::postgres::tls;
 use crate::retry::BackoffPolicy;
 use crate::worker::WorkerEvent;
 
@@ -59,9 +60,8 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
 /// session ended; `Err` why it could not start.
 async fn listen_once(pool: &PoolShared) -> Result<String, String> {
     let url = &pool.database_url;
-    let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls)
-        .await
-        .map_err(|e| crate::task::error_chain(&e))?;
+    // With the same TLS settings as the pool (`sslmode`, `sslrootcert` in the URL).
+    let (client, mut connection) = tls::connect(url).await.map_err(|e| e.reason())?;
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
     // The connection object does the I/O; drive it on its own task and forward what it
     // receives. It ends when the server closes the connection.
