@@ -358,6 +358,25 @@ async fn exits_non_zero_with_the_reason_when_the_database_stays_unreachable() ->
 }
 
 #[tokio::test]
+async fn serves_the_tasks_of_the_schema_it_is_given() -> TestResult {
+    let db = TestDatabase::empty().await?;
+    let tasks =
+        TaskLib::connect_with(tasklib::Config::builder(db.url()).schema("ops").build()?).await?;
+    let worker = Worker::start(
+        &["--database-url", db.url(), "--queues", "default"],
+        &[("TASKLIB_SCHEMA", "ops")],
+    )?;
+    let id = tasks.submit(AddNumbers { a: 20, b: 22 }).await?;
+    assert_eq!(
+        tasks.wait_result(id, PATIENCE).await?.value_as::<i64>()?,
+        42
+    );
+    let (status, log) = worker.stop().await?;
+    assert!(status.success(), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn two_queues_with_their_own_concurrency_from_flags() -> TestResult {
     let db = TestDatabase::new().await?;
     let tasks = TaskLib::connect(db.url()).await?;

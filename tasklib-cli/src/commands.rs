@@ -257,8 +257,7 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
     match command {
         Command::Migrate => {
             let tasks = connect(engine).await?;
-            let pending = tasklib::pending_migrations(tasks.db()?).await?;
-            tasks.migrate().await?;
+            let pending = tasks.migrate().await?;
             if pending.is_empty() {
                 println!("no migrations pending: the schema is up to date");
             } else {

@@ -154,7 +154,7 @@ async fn migrate_creates_the_schema() -> TestResult {
     assert!(out.status.success(), "{}", stderr(&out));
     let applied = stdout(&out);
     assert!(
-        applied.starts_with("applied 3 migration(s): m20261123_000001_create_tasks, "),
+        applied.starts_with("applied 4 migration(s): m20261123_000001_create_tasks, "),
         "{applied}"
     );
     let out = tasklib(&db, &["migrate"])?;
@@ -167,6 +167,41 @@ async fn migrate_creates_the_schema() -> TestResult {
     let out = tasklib(&db, &["status"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "no tasks");
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_command_works_in_a_schema_of_its_own() -> TestResult {
+    let db = TestDatabase::empty().await?;
+    let out = tasklib(&db, &["--schema", "ops", "migrate"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tasklib(
+        &db,
+        &[
+            "--schema",
+            "ops",
+            "submit",
+            "add_numbers",
+            "--args",
+            "[1, 2]",
+        ],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The variable does what the flag does.
+    let out = tasklib_with(&db, &["status", "--json"], &[("TASKLIB_SCHEMA", "ops")])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["queues"][0]["counts"]["pending"], 1, "{json}");
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let in_public: bool = client
+        .query_one("SELECT to_regclass('public.tasks') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    assert!(!in_public, "the CLI wrote into public");
+    let out = tasklib(&db, &["--schema", "Bad-Name", "status"])?;
+    let err = assert_one_line_error(&out, 1)?;
+    assert!(err.contains("schema"), "{err}");
     Ok(())
 }
 

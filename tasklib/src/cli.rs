@@ -70,6 +70,10 @@ pub struct EngineArgs {
         value_name = "URL"
     )]
     pub database_url: Option<String>,
+
+    /// PostgreSQL schema of tasklib's table [default: public].
+    #[arg(long, global = true, env = "TASKLIB_SCHEMA", value_name = "SCHEMA")]
+    pub schema: Option<String>,
 }
 
 impl EngineArgs {
@@ -120,6 +124,7 @@ impl EngineArgs {
             "TASK_BACKEND_TYPE" => Some(backend.as_str().to_owned()),
             // What clap took from the flag, else from the variable.
             "DATABASE_URL" => self.database_url.clone(),
+            "TASKLIB_SCHEMA" => self.schema.clone(),
             _ => env(name),
         })?;
         Ok(builder.backend(backend))
@@ -461,10 +466,12 @@ mod tests {
         let engine = EngineArgs {
             backend: Some(BackendType::Postgres),
             database_url: Some("postgres://u:pw@h/db".to_owned()),
+            schema: Some("ops".to_owned()),
         };
         let config = engine.config_builder_from(env)?.build()?;
         assert_eq!(config.backend(), BackendType::Postgres);
         assert_eq!(config.max_retries(), 7);
+        assert_eq!(config.schema(), "ops");
         assert_eq!(
             config.backend_config().to_string(),
             "postgres (database_url=postgres://u:***@h/db)"
@@ -502,7 +509,7 @@ mod tests {
         let none = |_: &str| None;
         let hatchet = EngineArgs {
             backend: Some(BackendType::Hatchet),
-            database_url: None,
+            ..EngineArgs::default()
         };
         assert!(matches!(
             hatchet.config_builder_from(none),
@@ -519,7 +526,7 @@ mod tests {
         ));
         let temporal = EngineArgs {
             backend: Some(BackendType::Temporal),
-            database_url: None,
+            ..EngineArgs::default()
         };
         assert!(!temporal.lacks_database_url());
     }

@@ -158,12 +158,14 @@ impl TaskLib {
         Ok(self.postgres(Capability::TransactionalSubmit)?.db())
     }
 
-    /// Applies pending migrations (see [`migrate()`](crate::migrate())). PostgreSQL only.
+    /// Applies pending migrations (see [`migrate()`](crate::migrate())) to the configured
+    /// [schema](crate::ConfigBuilder::schema), creating it if missing; the names of those this
+    /// call applied (none when another instance was first). PostgreSQL only.
     ///
     /// # Errors
     /// [`Error::Migration`] when migrating fails; [`Error::Unsupported`] on other engines.
-    pub async fn migrate(&self) -> Result<()> {
-        migrate::migrate(self.db()?).await
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        migrate::apply(self.db()?, Some(self.inner.config.schema())).await
     }
 
     /// Registers the async handler for task type `T`. Register every type before starting
@@ -239,9 +241,9 @@ impl TaskLib {
         args: T,
         options: SubmitOptions,
     ) -> Result<Uuid> {
-        self.postgres(Capability::TransactionalSubmit)?;
+        let pg = self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_typed(&args, None, &options)?;
-        insert::insert_one(conn, row).await
+        insert::insert_one(conn, pg.inserts(), row).await
     }
 
     /// Validates every item, then submits them all at once: all or nothing. The options apply
@@ -270,9 +272,9 @@ impl TaskLib {
         items: impl IntoIterator<Item = T>,
         options: SubmitOptions,
     ) -> Result<Vec<Uuid>> {
-        self.postgres(Capability::TransactionalSubmit)?;
+        let pg = self.postgres(Capability::TransactionalSubmit)?;
         let rows = self.prepare_many(items, &options)?;
-        insert::insert(conn, rows).await
+        insert::insert(conn, pg.inserts(), rows).await
     }
 
     /// Submits a task by name with JSON arguments: for the CLI, other languages and generic
@@ -346,9 +348,9 @@ impl TaskLib {
         args: Value,
         options: SubmitOptions,
     ) -> Result<Uuid> {
-        self.postgres(Capability::TransactionalSubmit)?;
+        let pg = self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_json(name, args, &options)?;
-        insert::insert_one(conn, row).await
+        insert::insert_one(conn, pg.inserts(), row).await
     }
 
     /// Submits every step of a [`Chain`] at once (all or nothing) and returns the chain's id

@@ -9,6 +9,9 @@ use crate::engine::postgres::tls;
 use crate::url::RedactedUrl;
 use crate::{Error, Result};
 
+/// The schema of tasklib's table by default: `public.tasks`.
+pub const DEFAULT_SCHEMA: &str = "public";
+
 /// Retries granted to a failing task before it fails for good, unless the task type or the
 /// submit says otherwise.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -179,6 +182,7 @@ pub struct Config {
     default_task_timeout: Option<Duration>,
     poll_interval: Duration,
     worker_id: String,
+    schema: String,
     run_migrations: bool,
     max_connections: u32,
     connect_timeout: Duration,
@@ -211,6 +215,7 @@ impl Config {
                 default_task_timeout: None,
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 worker_id: generate_worker_id(),
+                schema: DEFAULT_SCHEMA.to_owned(),
                 run_migrations: true,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -359,6 +364,10 @@ impl Config {
     pub fn worker_id(&self) -> &str {
         &self.worker_id
     }
+    /// See [`ConfigBuilder::schema`].
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
     /// See [`ConfigBuilder::run_migrations`].
     pub fn run_migrations(&self) -> bool {
         self.run_migrations
@@ -452,6 +461,23 @@ impl ConfigBuilder {
     /// Defaults to `<hostname>-<pid>-<random>`.
     pub fn worker_id(mut self, id: impl Into<String>) -> Self {
         self.config.worker_id = id.into();
+        self
+    }
+
+    /// The PostgreSQL schema of tasklib's table, its migration history and its functions,
+    /// created at the first migration if missing. Defaults to [`DEFAULT_SCHEMA`] (`public`):
+    /// `public.tasks`. Use one when the application has a `tasks` table of its own, or to run
+    /// two independent installations on one database: each schema has its own notification
+    /// channels (`<schema>.tasks_new`...) and its own migration lock, so neither wakes nor
+    /// blocks the other.
+    ///
+    /// A lowercase identifier: letters `a`–`z`, digits and `_`, not starting with a digit
+    /// nor with `pg_`, at most 40 characters. tasklib's pool connections start with it as
+    /// their `search_path`; submits inside the application's own transaction
+    /// ([`TaskLib::submit_in`](crate::TaskLib::submit_in)) name it explicitly, whatever that
+    /// connection's `search_path`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.config.schema = schema.into();
         self
     }
 
@@ -619,6 +645,9 @@ impl ConfigBuilder {
         if c.worker_id.trim().is_empty() {
             return invalid("worker_id", "must not be empty");
         }
+        if let Err(reason) = check_schema(&c.schema) {
+            return invalid("schema", reason);
+        }
         if c.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }
@@ -651,6 +680,7 @@ impl ConfigBuilder {
     /// | `TASKLIB_DEFAULT_TASK_TIMEOUT` | [`default_task_timeout`](Self::default_task_timeout) | duration, or `none` |
     /// | `TASKLIB_POLL_INTERVAL` | [`poll_interval`](Self::poll_interval) | duration |
     /// | `TASKLIB_WORKER_ID` | [`worker_id`](Self::worker_id) | text |
+    /// | `TASKLIB_SCHEMA` | [`schema`](Self::schema) | identifier |
     /// | `TASKLIB_RUN_MIGRATIONS` | [`run_migrations`](Self::run_migrations) | `true`/`false` |
     /// | `TASKLIB_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) | integer |
     /// | `TASKLIB_CONNECT_TIMEOUT` | [`connect_timeout`](Self::connect_timeout) | duration |
@@ -724,6 +754,9 @@ impl ConfigBuilder {
         }
         if let Some(v) = var("TASKLIB_WORKER_ID") {
             b = b.worker_id(v.trim());
+        }
+        if let Some(v) = var("TASKLIB_SCHEMA") {
+            b = b.schema(v.trim());
         }
         if let Some(v) = var("TASKLIB_RUN_MIGRATIONS") {
             b = b.run_migrations(parse_bool("TASKLIB_RUN_MIGRATIONS", &v)?);
@@ -841,6 +874,29 @@ fn generate_worker_id() -> String {
     // The last hex digits of a v7 id are random.
     let random = &suffix[suffix.len() - 6..];
     format!("{host}-{}-{random}", std::process::id())
+}
+
+/// Why `schema` cannot be tasklib's schema, if it cannot: a lowercase identifier that needs
+/// no quoting, so it can be written into statements and channel names as it is.
+fn check_schema(schema: &str) -> std::result::Result<(), String> {
+    let plain = schema
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let starts_well = schema
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if schema.is_empty() || schema.len() > 40 || !plain || !starts_well {
+        return Err(format!(
+            "`{schema}` is not a lowercase identifier of at most 40 characters (a-z, 0-9, _, not starting with a digit)"
+        ));
+    }
+    if schema.starts_with("pg_") {
+        return Err(format!(
+            "`{schema}`: names starting with `pg_` are reserved by PostgreSQL"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod migrations;
 mod notify;
 mod operability;
 mod queues;
+mod schema;
 mod submit;
 mod tls;
 mod worker_claiming;

@@ -25,6 +25,13 @@ pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
         // only connections idle for a while, which a server restart may have broken, are
         // checked first.
         .test_before_acquire_if_idle_for(Duration::from_secs(30));
+    if config.schema() != crate::config::DEFAULT_SCHEMA {
+        // tasklib's schema first on every pooled connection, set when it opens (a startup
+        // parameter: no extra round trip). The default leaves the server's `search_path` as
+        // it is.
+        let schema = config.schema().to_owned();
+        options.map_sqlx_postgres_opts(move |pg| pg.options([("search_path", schema.as_str())]));
+    }
     let db = Database::connect(options)
         .await
         .map_err(|source| Error::Connect {
@@ -37,7 +44,10 @@ pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
         source,
     })?;
     if config.run_migrations() {
-        migrate::migrate(&db).await?;
+        let applied = migrate::apply(&db, Some(config.schema())).await?;
+        if !applied.is_empty() {
+            tracing::info!(schema = config.schema(), migrations = ?applied, "applied tasklib migrations");
+        }
     }
     tracing::debug!(url = %config.database_url(), worker_id = config.worker_id(), "tasklib connected");
     Ok(db)

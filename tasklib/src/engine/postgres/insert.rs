@@ -37,6 +37,34 @@ VALUES ($1, $2, $3, $4, $5, $6, $7,
         COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10)
 "#;
 
+/// The insert statements with the table qualified by tasklib's schema: they may run on the
+/// caller's own connection (`submit_in`), whose `search_path` is the application's, and whose
+/// first `tasks` table may be the application's own.
+#[derive(Debug, Clone)]
+pub(crate) struct Inserts {
+    one: String,
+    many: String,
+    chain: String,
+}
+
+impl Inserts {
+    /// The statements for the `tasks` table of `schema` (a checked identifier).
+    pub(crate) fn new(schema: &str) -> Inserts {
+        let qualify = |sql: &str| {
+            sql.replacen(
+                "INSERT INTO tasks ",
+                &format!("INSERT INTO \"{schema}\".tasks "),
+                1,
+            )
+        };
+        Inserts {
+            one: qualify(INSERT_TASK),
+            many: qualify(INSERT_TASKS),
+            chain: qualify(INSERT_CHAIN),
+        }
+    }
+}
+
 /// The rows of a batch as one array per column, in [`INSERT_TASKS`]'s parameter order. Takes
 /// the rows by value so their arguments are moved, not copied, into the statement.
 fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
@@ -82,11 +110,15 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
 
 /// Writes one checked row through any SeaORM connection (the pool, or the caller's
 /// transaction) and returns its id.
-pub(crate) async fn insert_one<C: ConnectionTrait>(conn: &C, row: NewTask) -> Result<Uuid> {
+pub(crate) async fn insert_one<C: ConnectionTrait>(
+    conn: &C,
+    sql: &Inserts,
+    row: NewTask,
+) -> Result<Uuid> {
     let id = row.id;
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
-        INSERT_TASK,
+        &sql.one,
         [
             row.id.into(),
             row.name.into(),
@@ -108,17 +140,17 @@ pub(crate) async fn insert_one<C: ConnectionTrait>(conn: &C, row: NewTask) -> Re
 /// their ids, in order.
 pub(crate) async fn insert<C: ConnectionTrait>(
     conn: &C,
+    sql: &Inserts,
     mut rows: Vec<NewTask>,
 ) -> Result<Vec<Uuid>> {
     if rows.len() <= 1 {
         return match rows.pop() {
-            Some(row) => Ok(vec![insert_one(conn, row).await?]),
+            Some(row) => Ok(vec![insert_one(conn, sql, row).await?]),
             None => Ok(Vec::new()),
         };
     }
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let statement =
-        Statement::from_sql_and_values(DbBackend::Postgres, INSERT_TASKS, columns(rows));
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, &sql.many, columns(rows));
     let result = conn.execute_raw(statement).await?;
     debug_assert_eq!(result.rows_affected(), ids.len() as u64);
     Ok(ids)
@@ -145,6 +177,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int
 /// Writes every step of a chain in one statement (all or nothing) and returns the ids.
 pub(crate) async fn insert_chain<C: ConnectionTrait>(
     conn: &C,
+    sql: &Inserts,
     chain: NewChain,
 ) -> Result<ChainIds> {
     let steps: Vec<Uuid> = chain.steps.iter().map(|row| row.id).collect();
@@ -156,7 +189,7 @@ pub(crate) async fn insert_chain<C: ConnectionTrait>(
     values.push(numbers.into());
     conn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        INSERT_CHAIN,
+        &sql.chain,
         values,
     ))
     .await?;
@@ -164,4 +197,17 @@ pub(crate) async fn insert_chain<C: ConnectionTrait>(
         id: chain.id,
         steps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_insert_names_the_schemas_table() {
+        let sql = Inserts::new("jobs");
+        for text in [&sql.one, &sql.many, &sql.chain] {
+            assert!(text.contains("INSERT INTO \"jobs\".tasks ("), "{text}");
+        }
+    }
 }

@@ -38,12 +38,13 @@ pub fn migration_lock_key(schema: &str) -> i64 {
 /// # Errors
 /// [`Error::Migration`] when a migration or the lock fails.
 pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
-    apply(db, None).await
+    apply(db, None).await.map(drop)
 }
 
-/// [`migrate`] into `schema` (created if missing), or the current schema when `None`. The
-/// connections must have `schema` first in their `search_path`.
-pub(crate) async fn apply(db: &DatabaseConnection, schema: Option<&str>) -> Result<()> {
+/// [`migrate`] into `schema` (created if missing), or the current schema when `None`; the
+/// names of the migrations this call applied. The connections must have `schema` first in
+/// their `search_path`.
+pub(crate) async fn apply(db: &DatabaseConnection, schema: Option<&str>) -> Result<Vec<String>> {
     let txn = db.begin().await.map_err(Error::Migration)?;
     let schema = match schema {
         Some(schema) => schema.to_owned(),
@@ -78,9 +79,15 @@ pub(crate) async fn apply(db: &DatabaseConnection, schema: Option<&str>) -> Resu
             .await
             .map_err(Error::Migration)?;
     }
+    let pending = Migrator::get_pending_migrations(&txn)
+        .await
+        .map_err(Error::Migration)?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
     Migrator::up(&txn, None).await.map_err(Error::Migration)?;
     txn.commit().await.map_err(Error::Migration)?;
-    Ok(())
+    Ok(pending)
 }
 
 /// Names of tasklib migrations not yet applied to this database.

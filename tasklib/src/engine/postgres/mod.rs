@@ -4,6 +4,7 @@
 //! ([`migrate`]) and the worker pool ([`worker`]).
 
 pub(crate) mod admin;
+pub(crate) mod channels;
 mod connect;
 pub(crate) mod insert;
 pub(crate) mod migrate;
@@ -35,6 +36,7 @@ pub(crate) struct PgEngine {
     db: DatabaseConnection,
     config: Config,
     waits: wait::Waits,
+    inserts: insert::Inserts,
 }
 
 impl PgEngine {
@@ -44,13 +46,23 @@ impl PgEngine {
         Ok(PgEngine {
             db,
             config: config.clone(),
-            waits: wait::Waits::new(config.database_url().clone(), config.poll_interval()),
+            waits: wait::Waits::new(
+                config.database_url().clone(),
+                config.poll_interval(),
+                channels::Channels::of(config.schema()).done,
+            ),
+            inserts: insert::Inserts::new(config.schema()),
         })
     }
 
     /// The connection pool.
     pub(crate) fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The insert statements, naming tasklib's schema.
+    pub(crate) fn inserts(&self) -> &insert::Inserts {
+        &self.inserts
     }
 }
 
@@ -64,11 +76,11 @@ impl Engine for PgEngine {
     }
 
     fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Uuid>>> {
-        Box::pin(insert::insert(&self.db, tasks))
+        Box::pin(insert::insert(&self.db, &self.inserts, tasks))
     }
 
     fn submit_chain(&self, chain: NewChain) -> BoxFuture<'_, Result<ChainIds>> {
-        Box::pin(insert::insert_chain(&self.db, chain))
+        Box::pin(insert::insert_chain(&self.db, &self.inserts, chain))
     }
 
     fn result(&self, id: Uuid) -> BoxFuture<'_, Result<Option<TaskResult>>> {

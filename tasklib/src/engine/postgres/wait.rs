@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
+use super::channels::Channels;
 use super::{read, tls};
 use crate::result::TaskResult;
 use crate::retry::BackoffPolicy;
@@ -49,7 +50,7 @@ WITH open AS (
     WHERE t.id = open.id
     RETURNING t.queue, t.state = 'pending' AND t.scheduled_at <= now() AS due
 )
-SELECT count(pg_notify('tasks_new', q.queue))
+SELECT count(pg_notify(tasklib_channel('tasks_new'), q.queue))
 FROM (SELECT DISTINCT queue FROM marked WHERE due) AS q
 "#;
 
@@ -60,6 +61,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Waits {
     url: RedactedUrl,
+    /// The schema's `tasks_done` channel.
+    channel: Arc<str>,
     poll: Duration,
     waiters: Arc<Mutex<HashMap<Uuid, Waiter>>>,
     listener: Mutex<Option<Listener>>,
@@ -91,9 +94,10 @@ impl Drop for Waits {
 }
 
 impl Waits {
-    pub(crate) fn new(url: RedactedUrl, poll: Duration) -> Waits {
+    pub(crate) fn new(url: RedactedUrl, poll: Duration, channel: String) -> Waits {
         Waits {
             url,
+            channel: channel.into(),
             poll,
             waiters: Default::default(),
             listener: Mutex::new(None),
@@ -187,6 +191,7 @@ impl Waits {
         let (connected_tx, connected) = watch::channel(false);
         let task = tokio::spawn(listen(
             self.url.clone(),
+            Arc::clone(&self.channel),
             Arc::clone(&self.waiters),
             connected_tx,
         ));
@@ -202,12 +207,13 @@ impl Waits {
 /// after each (re)connect, since notifications sent meanwhile are gone.
 async fn listen(
     url: RedactedUrl,
+    channel: Arc<str>,
     waiters: Arc<Mutex<HashMap<Uuid, Waiter>>>,
     connected: watch::Sender<bool>,
 ) {
     let mut failures = 0u32;
     loop {
-        match session(&url, &waiters, &connected).await {
+        match session(&url, &channel, &waiters, &connected).await {
             Ok(()) => failures = 0,
             Err(reason) => {
                 tracing::debug!(%reason, "result listener could not connect");
@@ -221,6 +227,7 @@ async fn listen(
 
 async fn session(
     url: &RedactedUrl,
+    channel: &str,
     waiters: &Mutex<HashMap<Uuid, Waiter>>,
     connected: &watch::Sender<bool>,
 ) -> std::result::Result<(), String> {
@@ -234,10 +241,7 @@ async fn session(
             }
         }
     });
-    if let Err(error) = client
-        .batch_execute(&format!("LISTEN {DONE_CHANNEL}"))
-        .await
-    {
+    if let Err(error) = client.batch_execute(&Channels::listen(&[channel])).await {
         driver.abort();
         return Err(crate::task::error_chain(&error));
     }
@@ -245,7 +249,7 @@ async fn session(
     wake_all(waiters);
     while let Some(message) = messages.recv().await {
         if let AsyncMessage::Notification(note) = message
-            && note.channel() == DONE_CHANNEL
+            && note.channel() == channel
         {
             let waiters = waiters.lock().unwrap_or_else(PoisonError::into_inner);
             for id in note

@@ -14,6 +14,7 @@ use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::pool::PoolShared;
+use crate::engine::postgres::channels::Channels;
 use crate::engine::postgres::tls;
 use crate::retry::BackoffPolicy;
 use crate::worker::WorkerEvent;
@@ -79,7 +80,7 @@ async fn listen_once(pool: &PoolShared) -> Result<String, String> {
         }
         "connection closed by the server".to_owned()
     });
-    let listen = format!("LISTEN {NEW_TASKS_CHANNEL}; LISTEN {CANCEL_CHANNEL}");
+    let listen = Channels::listen(&[&pool.channels.new, &pool.channels.cancel]);
     if let Err(error) = client.batch_execute(&listen).await {
         driver.abort();
         return Err(crate::task::error_chain(&error));
@@ -97,20 +98,15 @@ async fn listen_once(pool: &PoolShared) -> Result<String, String> {
 }
 
 fn dispatch(pool: &PoolShared, channel: &str, payload: &str) {
-    match channel {
-        NEW_TASKS_CHANNEL => {
-            if let Some(queue) = pool.queues.get(payload) {
-                queue.wake.notify_one();
-            }
+    if channel == pool.channels.new {
+        if let Some(queue) = pool.queues.get(payload) {
+            queue.wake.notify_one();
         }
-        CANCEL_CHANNEL => {
-            if let Ok(id) = payload.parse::<Uuid>()
-                && let Some(task) = pool.in_flight().get(&id)
-            {
-                tracing::info!(task.id = %id, "cancellation requested");
-                task.cancel.send_replace(true);
-            }
-        }
-        _ => {}
+    } else if channel == pool.channels.cancel
+        && let Ok(id) = payload.parse::<Uuid>()
+        && let Some(task) = pool.in_flight().get(&id)
+    {
+        tracing::info!(task.id = %id, "cancellation requested");
+        task.cancel.send_replace(true);
     }
 }

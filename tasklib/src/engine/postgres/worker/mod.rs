@@ -96,6 +96,7 @@ pub(crate) fn spawn(
         claimed_ahead: Default::default(),
         db,
         database_url: config.database_url().clone(),
+        channels: crate::engine::postgres::channels::Channels::of(config.schema()),
         registry,
     });
     // Each part runs guarded: a panic, or an end before the pool stops, fails the pool.

@@ -71,6 +71,8 @@ pub(crate) struct PoolShared {
     pub(crate) db: sea_orm::DatabaseConnection,
     /// Where the listener connects.
     pub(crate) database_url: RedactedUrl,
+    /// What it listens to: the channels of tasklib's schema.
+    pub(crate) channels: crate::engine::postgres::channels::Channels,
     /// The handlers.
     pub(crate) registry: Registry,
     /// Time limit of attempts whose task sets none.
