@@ -401,6 +401,23 @@ async fn a_killed_workers_messages_come_back() -> TestResult {
     });
     assert_eq!(tokio::time::timeout(PATIENCE, started).await??, 2);
     assert_eq!(m.redis.command(0, &["HLEN", "unacked"])?.trim(), ":2");
+    // Recorded as kombu records them (taken and recorded in one step), so a Python worker's
+    // restore would read them too: `[message, exchange, routing_key]`.
+    let entries = m.redis.command(0, &["HVALS", "unacked"])?;
+    let entries: Vec<&str> = entries.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for entry in entries {
+        let entry: serde_json::Value = serde_json::from_str(entry)?;
+        assert!(
+            entry[0]["properties"]["delivery_tag"].is_string(),
+            "{entry}"
+        );
+        assert_eq!(
+            (entry[1].as_str(), entry[2].as_str()),
+            (Some(""), Some("default")),
+            "{entry}"
+        );
+    }
     child.kill()?; // SIGKILL: no shutdown, no ack
     child.wait()?;
     assert_eq!(m.redis.command(0, &["HLEN", "unacked"])?.trim(), ":2");

@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use tasklib::{BackendType, Config, TaskContext, TaskError, TaskLib, TaskWorker, WorkerEvent};
+use tasklib::{BackendType, Config, TaskContext, TaskError, TaskLib, TaskWorker};
 use tasklib_tests::celery::Nap;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -35,19 +35,17 @@ async fn main() -> Result {
         .poll_interval(Duration::from_millis(200))
         .build()?;
     let tasks = TaskLib::connect_with(config).await?;
-    tasks.register(|nap: Nap, _: TaskContext| async move {
+    // The handler says it started (not a pool event: one sent before a subscriber exists is
+    // not seen, and a message may start the moment the pool does).
+    tasks.register(|nap: Nap, ctx: TaskContext| async move {
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "started {}", ctx.id())?;
+            out.flush()?;
+        }
         tokio::time::sleep(Duration::from_millis(nap.ms)).await;
         Ok::<_, TaskError>(nap.n)
     })?;
-    let pool = TaskWorker::new(&tasks).concurrency(2).spawn()?;
-    let mut events = pool.subscribe();
-    while let Ok(event) = events.recv().await {
-        if let WorkerEvent::TaskStarted { id, .. } = event {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "started {id}")?;
-            out.flush()?;
-        }
-    }
-    pool.shutdown().await?;
+    TaskWorker::new(&tasks).concurrency(2).run().await?;
     Ok(())
 }

@@ -59,11 +59,15 @@ pub(crate) async fn consume(
                 continue;
             }
         };
-        let Some(raw) = popped else {
+        let Some(taken) = popped else {
             continue;
         };
         shared.counters.received.fetch_add(1, Ordering::Relaxed);
-        let Some(delivery) = receive(&shared, raw).await else {
+        let delivery = match taken {
+            Taken::Recorded { raw, tag } => received(&shared, raw, tag).await,
+            Taken::Popped(raw) => receive(&shared, raw).await,
+        };
+        let Some(delivery) = delivery else {
             continue;
         };
         if *stop.borrow() {
@@ -94,17 +98,36 @@ pub(crate) async fn consume(
     }
 }
 
-/// One `BRPOP` over the group's lists; `None` when nothing came within the block time.
+/// A message taken off a list.
+enum Taken {
+    /// Taken and recorded as unacknowledged in one step ([`unacked::take`]).
+    Recorded { raw: String, tag: String },
+    /// Taken by `BRPOP`, or without a delivery tag: not recorded yet.
+    Popped(String),
+}
+
+/// The next message of the group's lists: taken and recorded in one step when one is
+/// waiting, else by one `BRPOP` (recorded afterwards); `None` when nothing came within the
+/// block time.
 async fn pop(
     shared: &Shared,
     conn: &mut Option<MultiplexedConnection>,
     keys: &[String],
-) -> crate::Result<Option<String>> {
+) -> crate::Result<Option<Taken>> {
+    shared.counters.pops.fetch_add(1, Ordering::Relaxed);
+    let mut shared_conn = shared.broker.conn();
+    match unacked::take(&mut shared_conn, keys)
+        .await
+        .map_err(|e| shared.broker.error(e))?
+    {
+        Some((raw, Some(tag))) => return Ok(Some(Taken::Recorded { raw, tag })),
+        Some((raw, None)) => return Ok(Some(Taken::Popped(raw))),
+        None => {}
+    }
     let connection = match conn {
         Some(c) => c,
         None => conn.insert(shared.broker.dedicated(shared.block).await?),
     };
-    shared.counters.pops.fetch_add(1, Ordering::Relaxed);
     let popped: Option<(String, String)> = redis::cmd("BRPOP")
         .arg(keys)
         .arg(shared.block.as_secs_f64())
@@ -114,7 +137,26 @@ async fn pop(
     if popped.is_none() {
         shared.counters.empty_pops.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(popped.map(|(_, raw)| raw))
+    Ok(popped.map(|(_, raw)| Taken::Popped(raw)))
+}
+
+/// Decodes a message already recorded as unacknowledged under `tag`. One that is not
+/// Celery's is dropped as [`receive`] drops it, and its record removed.
+async fn received(shared: &Shared, raw: String, tag: String) -> Option<Delivery> {
+    match Incoming::decode(&raw) {
+        Ok(incoming) => {
+            shared.hold(&tag);
+            Some(Delivery { incoming, tag })
+        }
+        Err(error) => {
+            execute::unreadable(shared, &raw, &error).await;
+            let mut conn = shared.broker.conn();
+            if let Err(e) = unacked::ack(&mut conn, &tag).await {
+                tracing::warn!(error = %shared.broker.error(e), "could not drop the record of an unreadable message; it will come back once");
+            }
+            None
+        }
+    }
 }
 
 /// Decodes a message and records it as unacknowledged. A message that is not Celery's is

@@ -41,6 +41,55 @@ return 1
     )
 });
 
+/// Takes the next message off the lists `KEYS[3..]` (the first non-empty one, in order) and
+/// records it as unacknowledged, in one step. KEYS: index, hash, lists. ARGV: now. Returns
+/// `[message, tag]`, or `[message, nil]` for a message without a delivery tag (not recorded:
+/// not Celery's), or nil when every list is empty.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 3, #KEYS do
+  local raw = redis.call('RPOP', KEYS[i])
+  if raw then
+    local ok, msg = pcall(cjson.decode, raw)
+    local props = ok and type(msg) == 'table' and msg.properties
+    local tag = type(props) == 'table' and props.delivery_tag
+    if type(tag) ~= 'string' then
+      return {raw, false}
+    end
+    local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
+    local exchange = type(info.exchange) == 'string' and info.exchange or ''
+    local routing_key = type(info.routing_key) == 'string' and info.routing_key or ''
+    redis.call('ZADD', KEYS[1], ARGV[1], tag)
+    redis.call('HSET', KEYS[2], tag,
+               '[' .. raw .. ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']')
+    return {raw, tag}
+  end
+end
+return false
+",
+    )
+});
+
+/// Takes the next message off `lists` (in priority order) and records it as unacknowledged
+/// in the same step, so that no moment exists when a crash loses it (kombu pops, then
+/// records). `None` when every list is empty; the tag is `None` for a message that is not
+/// Celery's, which was taken but not recorded.
+pub(crate) async fn take(
+    conn: &mut impl ConnectionLike,
+    lists: &[String],
+) -> RedisResult<Option<(String, Option<String>)>> {
+    let mut invocation = TAKE.key(UNACKED_INDEX);
+    invocation.key(UNACKED);
+    for list in lists {
+        invocation.key(list);
+    }
+    invocation
+        .arg(format!("{:e}", now_score()))
+        .invoke_async(conn)
+        .await
+}
+
 /// Seconds since the Unix epoch, as kombu scores deliveries.
 pub(crate) fn now_score() -> f64 {
     chrono::Utc::now().timestamp_micros() as f64 / 1e6
