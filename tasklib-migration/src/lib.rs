@@ -31,6 +31,16 @@ mod m20261130_000001_lean_indexes;
 mod m20261202_000001_chains_and_waits;
 mod m20261203_000001_schema_channels;
 
+/// Runs `statements` in order on the migration's connection: the body of migrations that are
+/// a list of SQL statements each way.
+async fn execute_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in statements {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
 /// Name of the table that records which tasklib migrations have been applied.
 pub const MIGRATION_TABLE: &str = "tasklib_migrations";
 
