@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use tokio_postgres::NoTls;
-
 use crate::cluster::Layout;
 use crate::error::TestDbError;
 
@@ -81,24 +79,11 @@ impl TestCluster {
     /// # Errors
     /// [`TestDbError::Database`] when the server refuses.
     pub async fn create_database(&self) -> Result<String, TestDbError> {
-        let name = format!("tasklib_test_{}", crate::service::random_suffix());
-        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), NoTls)
-            .await
-            .map_err(|source| TestDbError::Database {
-                step: "connecting to a private cluster",
-                source,
-            })?;
-        let driver = tokio::spawn(connection);
-        let created = client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .map_err(|source| TestDbError::Database {
-                step: "CREATE DATABASE",
-                source,
-            });
-        drop(client);
-        let _ = driver.await;
-        created?;
+        let name = crate::service::create_random_database(
+            &self.url("postgres"),
+            "connecting to a private cluster",
+        )
+        .await?;
         Ok(self.url(&name))
     }
 

@@ -78,6 +78,31 @@ pub(crate) async fn service_async() -> Result<Arc<Service>, TestDbError> {
 }
 
 /// A short random hex string.
+/// Creates an empty database with a fresh name through the server at `admin_url` (a
+/// database URL whose user may `CREATE DATABASE`); returns the name. `what` names the server
+/// in errors.
+pub(crate) async fn create_random_database(
+    admin_url: &str,
+    what: &'static str,
+) -> Result<String, TestDbError> {
+    let name = format!("tasklib_test_{}", random_suffix());
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .map_err(|source| TestDbError::Database { step: what, source })?;
+    let driver = tokio::spawn(connection);
+    let created = client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .map_err(|source| TestDbError::Database {
+            step: "CREATE DATABASE",
+            source,
+        });
+    drop(client);
+    let _ = driver.await;
+    created?;
+    Ok(name)
+}
+
 pub(crate) fn random_suffix() -> String {
     let id = uuid::Uuid::now_v7().simple().to_string();
     // The tail of a v7 id is random.

@@ -11,7 +11,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use tokio_postgres::NoTls;
 
 use crate::cluster::{Layout, io, pg, run};
 use crate::error::TestDbError;
@@ -250,28 +249,9 @@ impl TestTlsCluster {
     /// # Errors
     /// [`TestDbError::Database`] when the server refuses.
     pub async fn create_database(&self) -> Result<String, TestDbError> {
-        let name = format!("tasklib_test_{}", crate::service::random_suffix());
         let dir = self.layout.base.display().to_string().replace('/', "%2F");
         let admin = format!("postgres://postgres@{dir}:{}/postgres", self.port);
-        let (client, connection) =
-            tokio_postgres::connect(&admin, NoTls)
-                .await
-                .map_err(|source| TestDbError::Database {
-                    step: "connecting to a private TCP cluster",
-                    source,
-                })?;
-        let driver = tokio::spawn(connection);
-        let created = client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .map_err(|source| TestDbError::Database {
-                step: "CREATE DATABASE",
-                source,
-            });
-        drop(client);
-        let _ = driver.await;
-        created?;
-        Ok(name)
+        crate::service::create_random_database(&admin, "connecting to a private TCP cluster").await
     }
 }
 
