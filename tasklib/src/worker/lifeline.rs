@@ -186,7 +186,7 @@ impl Lifeline {
 mod tests {
     use super::*;
 
-    async fn failure_of(lifeline: &Lifeline) -> Option<PoolFailure> {
+    fn failure_of(lifeline: &Lifeline) -> Option<PoolFailure> {
         lifeline.failure().borrow().clone()
     }
 
@@ -199,7 +199,7 @@ mod tests {
             })
             .await;
         assert_eq!(
-            failure_of(&lifeline).await,
+            failure_of(&lifeline),
             Some(PoolFailure::Panicked {
                 part: "producer of queue \"q\"".to_owned(),
                 message: "boom".to_owned()
@@ -213,11 +213,11 @@ mod tests {
         let lifeline = Lifeline::new(DEFAULT_MAX_OUTAGE, "database");
         lifeline.stop();
         lifeline.guard("listener".to_owned(), async {}).await;
-        assert_eq!(failure_of(&lifeline).await, None);
+        assert_eq!(failure_of(&lifeline), None);
 
         let lifeline = Lifeline::new(DEFAULT_MAX_OUTAGE, "database");
         lifeline.guard("listener".to_owned(), async {}).await;
-        let failure = failure_of(&lifeline).await;
+        let failure = failure_of(&lifeline);
         assert_eq!(
             failure,
             Some(PoolFailure::PartEnded {
@@ -238,10 +238,10 @@ mod tests {
         lifeline.unreachable("connection refused");
         lifeline.reached();
         lifeline.unreachable("connection refused");
-        assert_eq!(failure_of(&lifeline).await, None, "within the limit");
+        assert_eq!(failure_of(&lifeline), None, "within the limit");
         tokio::time::sleep(Duration::from_millis(60)).await;
         lifeline.unreachable("still refused");
-        let Some(PoolFailure::Unreachable { last_error, .. }) = failure_of(&lifeline).await else {
+        let Some(PoolFailure::Unreachable { last_error, .. }) = failure_of(&lifeline) else {
             panic!("expected an outage failure");
         };
         assert_eq!(last_error, "still refused");
@@ -250,7 +250,7 @@ mod tests {
             part: "listener".to_owned(),
         });
         assert!(matches!(
-            failure_of(&lifeline).await,
+            failure_of(&lifeline),
             Some(PoolFailure::Unreachable { .. })
         ));
     }
