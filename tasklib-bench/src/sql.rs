@@ -75,9 +75,9 @@ pub(crate) fn complete_many(ids: &[String]) -> BenchResult<(Prepared, String)> {
     Ok((
         Prepared {
             text,
-            types: "uuid[], int4[], jsonb[], text, timestamptz, uuid[], int4[]",
+            types: "uuid[], int4[], jsonb[], text, timestamptz",
         },
-        format!("'{id_array}', '{attempts}', '{results}', 'bench-explain', NULL, '{{}}', '{{}}'"),
+        format!("'{id_array}', '{attempts}', '{results}', 'bench-explain', NULL"),
     ))
 }
 

@@ -45,43 +45,16 @@ pub(crate) fn spawn(
     db: DatabaseConnection,
     worker_id: String,
     unwritten: Arc<Semaphore>,
-    marks: Arc<Marks>,
 ) -> Batcher {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(db, worker_id, unwritten, marks, rx));
+    tokio::spawn(run(db, worker_id, unwritten, rx));
     tx
-}
-
-/// Attempts claimed ahead that started and are not yet marked started in the table: each
-/// completion write takes them along (see [`MARK_STARTED`](super::sql::MARK_STARTED) for
-/// what the mark is for); the heartbeat writes those no completion took.
-#[derive(Debug, Default)]
-pub(crate) struct Marks(std::sync::Mutex<Vec<(Uuid, i32)>>);
-
-impl Marks {
-    pub(crate) fn add(&self, id: Uuid, attempt: i32) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((id, attempt));
-    }
-
-    /// Every mark waiting, leaving none.
-    pub(crate) fn take(&self) -> Vec<(Uuid, i32)> {
-        std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
 }
 
 async fn run(
     db: DatabaseConnection,
     worker_id: String,
     unwritten: Arc<Semaphore>,
-    marks: Arc<Marks>,
     mut rx: mpsc::UnboundedReceiver<Done>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -102,7 +75,7 @@ async fn run(
                 _ => break,
             }
         }
-        write(&db, &worker_id, &marks, &mut batch).await;
+        write(&db, &worker_id, &mut batch).await;
     }
 }
 
@@ -114,23 +87,12 @@ fn expected(batch: &[Done]) -> usize {
 }
 
 /// Writes `batch` in one statement and answers each result; leaves `batch` empty.
-async fn write(db: &DatabaseConnection, worker_id: &str, marks: &Marks, batch: &mut Vec<Done>) {
+async fn write(db: &DatabaseConnection, worker_id: &str, batch: &mut Vec<Done>) {
     let chained = batch.iter().any(|d| d.attempt.chained);
-    // A row both marked and completed by one statement would be updated twice: a completed
-    // attempt needs no mark.
-    let completing: HashSet<Uuid> = batch.iter().map(|d| d.attempt.id).collect();
-    let mut started = marks.take();
-    started.retain(|(id, _)| !completing.contains(id));
     let rows = batch
         .iter_mut()
         .map(|d| (d.attempt.id, d.attempt.attempt, d.result.take()));
-    let outcome = store::complete_many(db, worker_id, chained, rows, started.clone()).await;
-    if outcome.is_err() {
-        // Written by the next write, or the heartbeat.
-        for (id, attempt) in started {
-            marks.add(id, attempt);
-        }
-    }
+    let outcome = store::complete_many(db, worker_id, chained, rows).await;
     match outcome {
         Ok(written) => {
             let written: HashSet<Uuid> = written.into_iter().collect();

@@ -35,17 +35,6 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
 }
 
 async fn beat(pool: &PoolShared) {
-    // Marks no completion write took along (a pool whose tasks stopped finishing).
-    let marks = pool.marks.take();
-    if !marks.is_empty()
-        && let Err(error) =
-            store::mark_started(&pool.db, marks.iter().copied(), &pool.worker_id).await
-    {
-        tracing::warn!(error = %crate::task::error_chain(&error), "marking started tasks failed; trying again at the next heartbeat");
-        for (id, attempt) in marks {
-            pool.marks.add(id, attempt);
-        }
-    }
     let ids: Vec<_> = pool.in_flight().keys().copied().collect();
     if ids.is_empty() {
         return;

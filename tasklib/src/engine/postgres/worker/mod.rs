@@ -71,7 +71,6 @@ pub(crate) fn spawn(
     // (twice the slots starved the writer: docs/performance.md).
     let unwritten = Arc::new(Semaphore::new(total_slots.saturating_mul(4)));
     let (events, _) = broadcast::channel(1024);
-    let marks = Arc::new(batcher::Marks::default());
     let lifeline = Lifeline::new(plan.max_outage, "database");
     let shared = Arc::new(PoolShared {
         worker_id: config.worker_id().to_owned(),
@@ -91,9 +90,7 @@ pub(crate) fn spawn(
             db.clone(),
             config.worker_id().to_owned(),
             Arc::clone(&unwritten),
-            Arc::clone(&marks),
         ),
-        marks,
         unwritten,
         left: Notify::new(),
         claimed_ahead: Default::default(),

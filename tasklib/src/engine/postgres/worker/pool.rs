@@ -92,8 +92,6 @@ pub(crate) struct PoolShared {
     pub(crate) claim_ahead: ClaimAhead,
     /// Where executors hand successful outcomes, to be written in batches.
     pub(crate) batcher: super::batcher::Batcher,
-    /// Rows claimed ahead that started, waiting to be marked started by the next write.
-    pub(crate) marks: Arc<super::batcher::Marks>,
     /// Outcomes of finished handlers not yet written (one permit each, four times as many as
     /// slots).
     pub(crate) unwritten: Arc<Semaphore>,

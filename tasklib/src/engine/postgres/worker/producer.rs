@@ -12,10 +12,10 @@
 //! Rows claimed ahead wait in the producer's buffer. For the pool they are in flight
 //! (heartbeated, cancellable, awaited at shutdown); in the table they are `running`, claimed
 //! by this worker, but not started (`started_at` is null). They start in claim order as slots
-//! free, and the pool's next write marks them started (see
-//! [`Marks`](super::batcher::Marks)): if this worker dies, the rows it claimed ahead and never
-//! started go back to the queue without counting as an attempt, while a row marked started
-//! counts (a task that kills its worker must not be retried for ever). Rows that
+//! free, each after one statement marks it started ([`MARK_STARTED`](super::sql::MARK_STARTED),
+//! batched for the rows that start together): if this worker dies, the rows it claimed ahead
+//! and never started go back to the queue without counting as an attempt, while a row that
+//! was running counts (a task that kills its worker must not be retried for ever). Rows that
 //! wait longer than [`STALE_AFTER`] (the tasks turned out slower than measured) go back to the
 //! queue for other workers, as does the whole buffer at shutdown.
 
@@ -69,6 +69,16 @@ type SlotFuture =
 /// Rows on their way back to the queue, and the ids the database took back.
 type ReleaseFuture = Pin<Box<dyn Future<Output = (Vec<Claimed>, crate::Result<Vec<Uuid>>)> + Send>>;
 
+/// Rows claimed ahead about to start, with their slots, and the ids the database marked
+/// started.
+type MarkFuture = Pin<Box<dyn Future<Output = (Vec<Starting>, crate::Result<Vec<Uuid>>)> + Send>>;
+
+/// A row claimed ahead with the slot it starts in, once marked started.
+struct Starting {
+    task: Claimed,
+    slot: OwnedSemaphorePermit,
+}
+
 /// A row claimed ahead, waiting for a slot.
 struct Waiting {
     task: Claimed,
@@ -87,6 +97,8 @@ struct Producer {
     next_poll: Instant,
     /// Claims in flight.
     claims: usize,
+    /// Rows claimed ahead whose start is being marked.
+    marking: usize,
     /// Rows asked for by the claims in flight beyond their reserved slots.
     asked_ahead: usize,
     /// Tasks this producer started; with the queue's finished count, how many run now.
@@ -114,6 +126,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
         failures: 0,
         retry_at: None,
         claims: 0,
+        marking: 0,
         asked_ahead: 0,
         started: 0,
         stuck_at: None,
@@ -121,13 +134,14 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
         wakes: 0,
     };
     let mut claiming: FuturesUnordered<ClaimFuture> = FuturesUnordered::new();
+    let mut marking: FuturesUnordered<MarkFuture> = FuturesUnordered::new();
     let mut releasing: Option<ReleaseFuture> = None;
     let mut in_line: Option<SlotFuture> = None;
     loop {
         if *shutdown.borrow_and_update() {
             break;
         }
-        producer.start_waiting();
+        producer.start_waiting(&mut marking);
         if claiming.len() < CLAIMS_IN_FLIGHT
             && let Some(claim) = producer.next_claim()
         {
@@ -156,6 +170,9 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
                     tokio::task::yield_now().await;
                 }
             }
+            Some((rows, marked)) = marking.next(), if !marking.is_empty() => {
+                p.marked(rows, marked);
+            }
             slot = in_progress(&mut in_line) => {
                 in_line = None;
                 p.held = slot.ok();
@@ -171,7 +188,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
                 p.next_poll = Instant::now() + p.pool.jittered_poll();
             }
             _ = sleep_until(p.retry_at) => p.retry_at = None,
-            _ = sleep_until(stale_at) => releasing = p.release_stale(),
+            _ = sleep_until(stale_at) => releasing = p.release_stale(&mut marking),
             _ = shutdown.changed() => {}
         }
     }
@@ -181,6 +198,9 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
     }
     while let Some(done) = claiming.next().await {
         producer.claimed(done);
+    }
+    while let Some((rows, marked)) = marking.next().await {
+        producer.marked(rows, marked);
     }
     if let Some(held) = producer.held.take() {
         producer.queue.group.give_back(held);
@@ -244,7 +264,7 @@ impl Producer {
         let running = self
             .started
             .saturating_sub(self.queue.finished.load(Ordering::Relaxed));
-        running == 0 && self.buffer.is_empty() && self.claims == 0
+        running == 0 && self.buffer.is_empty() && self.claims == 0 && self.marking == 0
     }
 
     /// Rows to claim beyond the free slots now.
@@ -265,32 +285,78 @@ impl Producer {
         }
     }
 
-    /// Starts waiting rows in the slots free now. A row the claim did not mark started is
-    /// marked by the pool's next write ([`Marks`](super::batcher::Marks)): it starts at once,
-    /// without a statement of its own.
-    fn start_waiting(&mut self) {
+    /// Takes slots free now for waiting rows, and marks those rows started (one statement
+    /// for all, pushed onto `marking`); each starts when its mark is back.
+    fn start_waiting(&mut self, marking: &mut FuturesUnordered<MarkFuture>) {
+        let mut starting = Vec::new();
         while !self.buffer.is_empty() {
             let Ok(slot) = Arc::clone(&self.queue.group.slots).try_acquire_owned() else {
-                return;
+                break;
             };
             let Some(waiting) = self.buffer.pop_front() else {
                 self.queue.group.give_back(slot);
-                return;
+                break;
             };
             self.pool.claimed_ahead.fetch_sub(1, Ordering::Relaxed);
-            if !waiting.task.row.started {
-                self.pool
-                    .marks
-                    .add(waiting.task.row.id, waiting.task.row.attempt);
+            if waiting.task.row.started {
+                // Marked by its claim (it waited only because its slot went back at a
+                // shutdown that did not come): nothing to mark.
+                self.start(waiting.task, slot);
+            } else {
+                starting.push(Starting {
+                    task: waiting.task,
+                    slot,
+                });
             }
-            self.start(waiting.task, slot);
         }
+        if starting.is_empty() {
+            return;
+        }
+        self.marking += starting.len();
+        let pool = Arc::clone(&self.pool);
+        marking.push(Box::pin(async move {
+            let attempts = starting.iter().map(|s| (s.task.row.id, s.task.row.attempt));
+            let marked = store::mark_started(&pool.db, attempts, &pool.worker_id).await;
+            (starting, marked)
+        }));
     }
 
     /// Starts a marked row in its slot.
     fn start(&mut self, task: Claimed, slot: OwnedSemaphorePermit) {
         self.started += 1;
         executor::spawn(Arc::clone(&self.pool), Arc::clone(&self.queue), task, slot);
+    }
+
+    /// The end of a mark: the rows marked start; a row not marked was taken from this worker
+    /// since its claim (its lock expired, or it was released) and is let go. When the mark
+    /// failed, or the pool is shutting down, the rows wait again (to start later, or to be
+    /// given back).
+    fn marked(&mut self, rows: Vec<Starting>, marked: crate::Result<Vec<Uuid>>) {
+        self.marking -= rows.len();
+        let marked = match marked {
+            Ok(ids) if !self.pool.is_shutting_down() => ids,
+            outcome => {
+                if let Err(error) = outcome {
+                    tracing::warn!(queue = %self.queue.name, error = %crate::task::error_chain(&error), "marking tasks claimed ahead as started failed; they wait");
+                }
+                let now = Instant::now();
+                for Starting { task, slot } in rows.into_iter().rev() {
+                    self.queue.group.give_back(slot);
+                    self.pool.claimed_ahead.fetch_add(1, Ordering::Relaxed);
+                    self.buffer.push_front(Waiting { task, since: now });
+                }
+                return;
+            }
+        };
+        for Starting { task, slot } in rows {
+            if marked.contains(&task.row.id) {
+                self.start(task, slot);
+            } else {
+                tracing::debug!(task.id = %task.row.id, "a task claimed ahead was taken from this worker before it started");
+                self.queue.group.give_back(slot);
+                self.pool.finished(&task.row.id, task.row.attempt);
+            }
+        }
     }
 
     /// Starts a claim if one is worth it: for the free slots and the rows expected to be
@@ -454,8 +520,11 @@ impl Producer {
     /// Sends back the rows that waited too long (after starting what free slots allow),
     /// and stops claiming ahead for a while (see [`ahead`](Self::ahead)). The release runs
     /// beside the loop, so claims in flight keep being read meanwhile.
-    fn release_stale(&mut self) -> Option<ReleaseFuture> {
-        self.start_waiting();
+    fn release_stale(
+        &mut self,
+        marking: &mut FuturesUnordered<MarkFuture>,
+    ) -> Option<ReleaseFuture> {
+        self.start_waiting(marking);
         let now = Instant::now();
         let mut stale = Vec::new();
         while let Some(waiting) = self.buffer.front()

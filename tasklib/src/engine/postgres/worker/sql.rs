@@ -14,8 +14,7 @@
 /// - `attempt` is the fencing token: every later write of this attempt names it.
 /// - It returns only what the executor reads, not `t.*`.
 /// - Only the first `$6` rows (the producer's free slots) are marked started (`started_at`);
-///   the rest are claimed ahead and wait in the producer's buffer; once started, the next
-///   [`COMPLETE_MANY`] (or the heartbeat's [`MARK_STARTED`]) marks them. A
+///   the rest are claimed ahead and wait in the producer's buffer until [`MARK_STARTED`]. A
 ///   row whose lock expires before it started goes back without counting as an attempt (see
 ///   [`RESCUE_EXPIRED`]).
 /// - The limit is written into the text (an integer, never user input), not bound: with a
@@ -51,9 +50,8 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
 "#;
 
 /// Marks attempts `$3` of tasks `$1` (arrays of the same length), claimed ahead by worker
-/// `$2` and since started, as started; returns the ids marked. Written by the heartbeat for
-/// the marks no completion write took along (the completion writes carry the others, `$6` and
-/// `$7` of [`COMPLETE_MANY`]).
+/// `$2`, as started, just before they run; returns the ids marked. A row rescued, released or
+/// cancelled since the claim is not marked, and must not run.
 ///
 /// The mark is committed asynchronously (`synchronous_commit` off for this transaction only):
 /// it is a cheap marker, not an outcome. It survives the worker's death (the server has it);
@@ -74,9 +72,7 @@ RETURNING t.id
 /// attempts and results, as arrays of the same length. Fenced: a row is written only if this
 /// worker still holds that attempt (not if its lock expired and it was rescued, cancelled, or
 /// claimed again by someone else). Returns the ids written. One statement and one commit for
-/// a batch of outcomes, instead of one per task. `$6` and `$7` (ids and attempts) are rows
-/// claimed ahead that started since the last write: `marked` sets their `started_at`, fenced
-/// the same way, riding on this statement instead of one of their own. A task someone waits for notifies
+/// a batch of outcomes, instead of one per task. A task someone waits for notifies
 /// `tasks_done` (see [`FAIL`]).
 ///
 /// `t.id = ANY($1)` is there for the planner: it cannot see how many rows the arrays hold
@@ -88,18 +84,9 @@ RETURNING t.id
 /// [`COMPLETE_MANY_CHAINED`] costs a CTE and a join that a drain of plain tasks measurably
 /// pays for (`docs/performance.md`).
 pub(crate) const COMPLETE_MANY: &str = r#"
-WITH marked AS (
-    UPDATE tasks AS m
-    SET started_at = now()
-    FROM unnest($6::uuid[], $7::int4[]) AS s(id, attempt)
-    WHERE m.id = ANY($6::uuid[])
-      AND m.id = s.id AND m.attempt = s.attempt AND m.worker_id = $4 AND m.state = 'running'
-      AND m.started_at IS NULL
-)
 UPDATE tasks AS t
 SET state = 'completed', result = u.result, error = NULL,
-    completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL,
-    started_at = COALESCE(t.started_at, $5::timestamptz, now())
+    completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL
 FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) AS u(id, attempt, result)
 WHERE t.id = ANY($1::uuid[])
   AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'
@@ -115,18 +102,10 @@ RETURNING t.id,
 /// notified. A worker that dies before the commit leaves both rows as they were; after it,
 /// both are written. So a step is never lost between two steps, nor run twice because of one.
 pub(crate) const COMPLETE_MANY_CHAINED: &str = r#"
-WITH marked AS (
-    UPDATE tasks AS m
-    SET started_at = now()
-    FROM unnest($6::uuid[], $7::int4[]) AS s(id, attempt)
-    WHERE m.id = ANY($6::uuid[])
-      AND m.id = s.id AND m.attempt = s.attempt AND m.worker_id = $4 AND m.state = 'running'
-      AND m.started_at IS NULL
-), done AS (
+WITH done AS (
     UPDATE tasks AS t
     SET state = 'completed', result = u.result, error = NULL,
-        completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL,
-        started_at = COALESCE(t.started_at, $5::timestamptz, now())
+        completed_at = COALESCE($5::timestamptz, now()), locked_until = NULL
     FROM unnest($1::uuid[], $2::int4[], $3::jsonb[]) AS u(id, attempt, result)
     WHERE t.id = ANY($1::uuid[])
       AND t.id = u.id AND t.worker_id = $4 AND t.attempt = u.attempt AND t.state = 'running'

@@ -118,23 +118,19 @@ pub(crate) async fn complete(
         &attempt.worker_id,
         attempt.chained,
         std::iter::once((attempt.id, attempt.attempt, result)),
-        Vec::new(),
     )
     .await?;
     Ok(written.len() == 1)
 }
 
-/// Writes many successes of worker `worker_id` at once, and marks the attempts `started`
-/// (claimed ahead, since started; none of them among the successes) as started; returns the
-/// ids of the successes the fence let through. `chained` when any of them is a chain step.
+/// Writes many successes of worker `worker_id` at once; returns the ids the fence let
+/// through. `chained` when any of them is a chain step.
 pub(crate) async fn complete_many(
     db: &DatabaseConnection,
     worker_id: &str,
     chained: bool,
     done: impl ExactSizeIterator<Item = (Uuid, i32, serde_json::Value)>,
-    started: Vec<(Uuid, i32)>,
 ) -> Result<Vec<Uuid>> {
-    let (started_ids, started_attempts): (Vec<Uuid>, Vec<i32>) = started.into_iter().unzip();
     let mut ids = Vec::with_capacity(done.len());
     let mut attempts = Vec::with_capacity(done.len());
     let mut results = Vec::with_capacity(done.len());
@@ -155,8 +151,6 @@ pub(crate) async fn complete_many(
             results.into(),
             worker_id.into(),
             clock(None),
-            started_ids.into(),
-            started_attempts.into(),
         ],
     );
     let written = IdRow::find_by_statement(statement).all(db).await?;
