@@ -37,7 +37,8 @@
 //!   root).
 //! - A test that must restart the server itself gets a [`TestCluster`] of its own; one that
 //!   tests TLS to the database, a [`TestTlsCluster`] (TCP, `ssl=on`, a certificate made in the
-//!   test with a CA of its own).
+//!   test with a CA of its own). A [`TestPgBouncer`] puts a private PgBouncer in transaction
+//!   pooling mode in front of a test database.
 //!
 //! [`TestDatabase::url`] works with both SeaORM (`sea_orm::Database::connect`, sqlx) and
 //! `tokio_postgres::connect`. For the private cluster it names the socket directory,
@@ -68,6 +69,7 @@ mod celery;
 mod cluster;
 mod database;
 mod error;
+mod pgbouncer;
 mod private_cluster;
 mod queue;
 mod redis;
@@ -79,6 +81,7 @@ mod watchdog;
 pub use celery::{CELERY_REQUIREMENT, CeleryError, CeleryVenv, CeleryWorker, PythonApp};
 pub use database::TestDatabase;
 pub use error::TestDbError;
+pub use pgbouncer::TestPgBouncer;
 pub use private_cluster::TestCluster;
 pub use queue::{Drained, QueueTestError, assert_enqueued, drain, enqueued};
 pub use redis::{TestRedis, TestRedisError};

@@ -125,7 +125,7 @@ pub(crate) fn libpq_env(url: &url::Url) -> Vec<(String, String)> {
 }
 
 /// Decodes `%XX` escapes (URL hosts, user names and passwords keep them in `url::Url`).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

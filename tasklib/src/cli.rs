@@ -74,6 +74,21 @@ pub struct EngineArgs {
     /// PostgreSQL schema of tasklib's table [default: public].
     #[arg(long, global = true, env = "TASKLIB_SCHEMA", value_name = "SCHEMA")]
     pub schema: Option<String>,
+
+    /// DATABASE_URL leads to a pooler in transaction mode (PgBouncer before 1.21): send
+    /// statements unnamed, one transaction each. Also TASKLIB_TRANSACTION_POOLER=true.
+    #[arg(long, global = true)]
+    pub transaction_pooler: bool,
+
+    /// The server itself, for LISTEN, when DATABASE_URL is a pooler.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKLIB_LISTEN_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub listen_url: Option<String>,
 }
 
 impl EngineArgs {
@@ -125,6 +140,8 @@ impl EngineArgs {
             // What clap took from the flag, else from the variable.
             "DATABASE_URL" => self.database_url.clone(),
             "TASKLIB_SCHEMA" => self.schema.clone(),
+            "TASKLIB_LISTEN_URL" => self.listen_url.clone(),
+            "TASKLIB_TRANSACTION_POOLER" if self.transaction_pooler => Some("true".to_owned()),
             _ => env(name),
         })?;
         Ok(builder.backend(backend))
@@ -467,11 +484,18 @@ mod tests {
             backend: Some(BackendType::Postgres),
             database_url: Some("postgres://u:pw@h/db".to_owned()),
             schema: Some("ops".to_owned()),
+            transaction_pooler: true,
+            listen_url: Some("postgres://u:pw@direct/db".to_owned()),
         };
         let config = engine.config_builder_from(env)?.build()?;
         assert_eq!(config.backend(), BackendType::Postgres);
         assert_eq!(config.max_retries(), 7);
         assert_eq!(config.schema(), "ops");
+        assert!(config.transaction_pooler());
+        assert_eq!(
+            config.listen_url().map(ToString::to_string).as_deref(),
+            Some("postgres://u:***@direct/db")
+        );
         assert_eq!(
             config.backend_config().to_string(),
             "postgres (database_url=postgres://u:***@h/db)"

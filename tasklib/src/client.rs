@@ -152,10 +152,19 @@ impl TaskLib {
     /// The connection pool, to share with the application's own SeaORM code (and to open the
     /// transactions that [`submit_in`](Self::submit_in) takes). PostgreSQL only.
     ///
+    /// Behind a [transaction pooler](crate::ConfigBuilder::transaction_pooler) this pool
+    /// caches no prepared statements, but sqlx still names the ones it sends: only a pooler
+    /// that keeps named statements working (PgBouncer 1.21 and later with
+    /// `max_prepared_statements`) runs the application's statements safely through it.
+    /// tasklib's own statements do not depend on that.
+    ///
     /// # Errors
     /// [`Error::Unsupported`] on other engines.
     pub fn db(&self) -> Result<&DatabaseConnection> {
-        Ok(self.postgres(Capability::TransactionalSubmit)?.db())
+        Ok(self
+            .postgres(Capability::TransactionalSubmit)?
+            .db()
+            .connection())
     }
 
     /// Applies pending migrations (see [`migrate()`](crate::migrate())) to the configured
@@ -165,7 +174,8 @@ impl TaskLib {
     /// # Errors
     /// [`Error::Migration`] when migrating fails; [`Error::Unsupported`] on other engines.
     pub async fn migrate(&self) -> Result<Vec<String>> {
-        migrate::apply(self.db()?, Some(self.inner.config.schema())).await
+        let pg = self.postgres(Capability::TransactionalSubmit)?;
+        migrate::apply(pg.db(), Some(self.inner.config.schema())).await
     }
 
     /// Registers the async handler for task type `T`. Register every type before starting

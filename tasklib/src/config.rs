@@ -183,6 +183,8 @@ pub struct Config {
     poll_interval: Duration,
     worker_id: String,
     schema: String,
+    transaction_pooler: bool,
+    listen_url: Option<RedactedUrl>,
     run_migrations: bool,
     max_connections: u32,
     connect_timeout: Duration,
@@ -216,6 +218,8 @@ impl Config {
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 worker_id: generate_worker_id(),
                 schema: DEFAULT_SCHEMA.to_owned(),
+                transaction_pooler: false,
+                listen_url: None,
                 run_migrations: true,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -368,6 +372,26 @@ impl Config {
     pub fn schema(&self) -> &str {
         &self.schema
     }
+    /// See [`ConfigBuilder::transaction_pooler`].
+    pub fn transaction_pooler(&self) -> bool {
+        self.transaction_pooler
+    }
+
+    /// See [`ConfigBuilder::listen_url`].
+    pub fn listen_url(&self) -> Option<&RedactedUrl> {
+        self.listen_url.as_ref()
+    }
+
+    /// Where `LISTEN` connects: the [`listen_url`](Self::listen_url), else the database URL,
+    /// except through a [transaction pooler](Self::transaction_pooler), where a listening
+    /// session cannot last: then none, and tasklib polls.
+    pub(crate) fn notification_url(&self) -> Option<&RedactedUrl> {
+        match (&self.listen_url, self.transaction_pooler) {
+            (Some(url), _) => Some(url),
+            (None, false) => Some(&self.database_url),
+            (None, true) => None,
+        }
+    }
     /// See [`ConfigBuilder::run_migrations`].
     pub fn run_migrations(&self) -> bool {
         self.run_migrations
@@ -478,6 +502,28 @@ impl ConfigBuilder {
     /// connection's `search_path`.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.config.schema = schema.into();
+        self
+    }
+
+    /// Set when `database_url` leads to a connection pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`) that does not keep prepared statements working across
+    /// transactions (PgBouncer before 1.21, or with `max_prepared_statements = 0`). tasklib
+    /// then sends each of its statements unnamed, in a transaction of its own, which costs
+    /// two more round trips per statement, and it does not `LISTEN` through the pooler
+    /// (a pooled session cannot keep listening): give [`listen_url`](Self::listen_url), or
+    /// workers and result waits poll every [`poll_interval`](Self::poll_interval), and
+    /// `TaskLib::connect` warns once. Defaults to `false`. See `docs/deployment.md`.
+    pub fn transaction_pooler(mut self, pooled: bool) -> Self {
+        self.config.transaction_pooler = pooled;
+        self
+    }
+
+    /// A URL of the server itself, not a pooler, for the sessions that `LISTEN` for new
+    /// tasks and finished results; the database URL when unset (except behind a
+    /// [transaction pooler](Self::transaction_pooler), where it is none). TLS settings given
+    /// to this builder apply to it too.
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.config.listen_url = Some(RedactedUrl::new(url));
         self
     }
 
@@ -648,6 +694,12 @@ impl ConfigBuilder {
         if let Err(reason) = check_schema(&c.schema) {
             return invalid("schema", reason);
         }
+        if c.listen_url
+            .as_ref()
+            .is_some_and(|u| u.expose().trim().is_empty())
+        {
+            return invalid("listen_url", "must not be empty when set");
+        }
         if c.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }
@@ -681,6 +733,8 @@ impl ConfigBuilder {
     /// | `TASKLIB_POLL_INTERVAL` | [`poll_interval`](Self::poll_interval) | duration |
     /// | `TASKLIB_WORKER_ID` | [`worker_id`](Self::worker_id) | text |
     /// | `TASKLIB_SCHEMA` | [`schema`](Self::schema) | identifier |
+    /// | `TASKLIB_TRANSACTION_POOLER` | [`transaction_pooler`](Self::transaction_pooler) | `true`/`false` |
+    /// | `TASKLIB_LISTEN_URL` | [`listen_url`](Self::listen_url) | URL |
     /// | `TASKLIB_RUN_MIGRATIONS` | [`run_migrations`](Self::run_migrations) | `true`/`false` |
     /// | `TASKLIB_MAX_CONNECTIONS` | [`max_connections`](Self::max_connections) | integer |
     /// | `TASKLIB_CONNECT_TIMEOUT` | [`connect_timeout`](Self::connect_timeout) | duration |
@@ -758,6 +812,12 @@ impl ConfigBuilder {
         if let Some(v) = var("TASKLIB_SCHEMA") {
             b = b.schema(v.trim());
         }
+        if let Some(v) = var("TASKLIB_TRANSACTION_POOLER") {
+            b = b.transaction_pooler(parse_bool("TASKLIB_TRANSACTION_POOLER", &v)?);
+        }
+        if let Some(v) = var("TASKLIB_LISTEN_URL") {
+            b = b.listen_url(v.trim());
+        }
         if let Some(v) = var("TASKLIB_RUN_MIGRATIONS") {
             b = b.run_migrations(parse_bool("TASKLIB_RUN_MIGRATIONS", &v)?);
         }
@@ -793,6 +853,13 @@ fn resolve_tls(config: &mut Config) -> Result<()> {
         config.ssl_mode,
         config.ssl_root_cert.as_deref(),
     )?;
+    if let Some(listen) = &config.listen_url {
+        config.listen_url = Some(tls::with_settings(
+            listen,
+            config.ssl_mode,
+            config.ssl_root_cert.as_deref(),
+        )?);
+    }
     Ok(())
 }
 
@@ -995,6 +1062,46 @@ mod tests {
         assert_eq!(c.poll_interval(), Duration::from_millis(500));
         assert_eq!(c.worker_id(), "w-1");
         assert!(!c.run_migrations());
+        Ok(())
+    }
+
+    #[test]
+    fn a_transaction_pooler_listens_only_where_told() -> Result<()> {
+        let direct =
+            ConfigBuilder::from_vars(vars(&[("DATABASE_URL", "postgres://u:pw@h/db")]))?.build()?;
+        assert!(!direct.transaction_pooler());
+        assert_eq!(direct.notification_url(), Some(direct.database_url()));
+
+        let pooled = ConfigBuilder::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u:pw@bouncer:6432/db"),
+            ("TASKLIB_TRANSACTION_POOLER", "true"),
+        ]))?
+        .build()?;
+        assert!(pooled.transaction_pooler());
+        assert_eq!(pooled.notification_url(), None);
+
+        let split = ConfigBuilder::from_vars(vars(&[
+            (
+                "DATABASE_URL",
+                "postgres://u:pw@bouncer:6432/db?sslmode=require",
+            ),
+            ("TASKLIB_TRANSACTION_POOLER", "yes"),
+            ("TASKLIB_LISTEN_URL", "postgres://u:pw@primary:5432/db"),
+        ]))?
+        .build()?;
+        let listen = split.notification_url().map(|u| u.to_string());
+        assert_eq!(listen.as_deref(), Some("postgres://u:***@primary:5432/db"));
+        assert!(!format!("{split:?}").contains("pw"));
+
+        let tls = Config::builder("postgres://h/db")
+            .listen_url("postgres://primary/db")
+            .ssl_mode(SslMode::VerifyFull)
+            .build()?;
+        let listen = tls
+            .listen_url()
+            .map(RedactedUrl::expose)
+            .unwrap_or_default();
+        assert!(listen.contains("sslmode=verify-full"), "{listen}");
         Ok(())
     }
 

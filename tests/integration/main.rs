@@ -27,6 +27,7 @@ mod logging;
 mod migrations;
 mod notify;
 mod operability;
+mod pooler;
 mod queues;
 mod schema;
 mod submit;

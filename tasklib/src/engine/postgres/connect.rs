@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database};
 
+use super::db::{Db, Mode};
 use super::{migrate, tls};
 use crate::config::Config;
 use crate::{Error, Result};
 
 /// Opens the pool, checks that the server answers, and applies pending migrations unless
 /// the configuration says not to. The pool and the probe connect with the same TLS settings
-/// ([`tls`]).
-pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
+/// ([`tls`]). Behind a [transaction pooler](crate::ConfigBuilder::transaction_pooler), the
+/// pool keeps no prepared statements and sends only the startup parameters a pooler passes
+/// on, and the returned [`Db`] runs each statement in a transaction of its own.
+pub(crate) async fn connect(config: &Config) -> Result<Db> {
     probe(config).await?;
     let pool_url = tls::pool_url(config.database_url())?;
     let mut options = ConnectOptions::new(pool_url.expose());
@@ -25,24 +28,42 @@ pub(crate) async fn connect(config: &Config) -> Result<DatabaseConnection> {
         // only connections idle for a while, which a server restart may have broken, are
         // checked first.
         .test_before_acquire_if_idle_for(Duration::from_secs(30));
-    if config.schema() != crate::config::DEFAULT_SCHEMA {
+    let mode = if config.transaction_pooler() {
+        // PgBouncer refuses startup parameters it does not know, `extra_float_digits` (which
+        // sqlx sends) and `options` among them; `search_path` comes with each transaction
+        // instead ([`Mode::pooler`]).
+        options
+            .map_sqlx_postgres_opts(|pg| pg.statement_cache_capacity(0).extra_float_digits(None));
+        if config.notification_url().is_none() {
+            tracing::warn!(
+                poll_interval = ?config.poll_interval(),
+                "transaction pooler without listen_url: workers and result waits poll instead of \
+                 listening; set listen_url to a direct connection for instant pickup"
+            );
+        }
+        Mode::pooler(config.schema())
+    } else {
+        Mode::Direct
+    };
+    if mode == Mode::Direct && config.schema() != crate::config::DEFAULT_SCHEMA {
         // tasklib's schema first on every pooled connection, set when it opens (a startup
         // parameter: no extra round trip). The default leaves the server's `search_path` as
         // it is.
         let schema = config.schema().to_owned();
         options.map_sqlx_postgres_opts(move |pg| pg.options([("search_path", schema.as_str())]));
     }
-    let db = Database::connect(options)
+    let conn = Database::connect(options)
         .await
         .map_err(|source| Error::Connect {
             url: config.database_url().clone(),
             source: redact_url(source, &pool_url),
         })?;
     // The pool connects lazily; make sure the server is really there.
-    db.ping().await.map_err(|source| Error::Connect {
+    conn.ping().await.map_err(|source| Error::Connect {
         url: config.database_url().clone(),
         source,
     })?;
+    let db = Db::new(conn, mode);
     if config.run_migrations() {
         let applied = migrate::apply(&db, Some(config.schema())).await?;
         if !applied.is_empty() {

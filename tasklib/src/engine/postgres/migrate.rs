@@ -3,6 +3,8 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use tasklib_migration::{Migrator, MigratorTrait};
 
+use super::db::{Db, Mode};
+
 use crate::{Error, Result};
 
 /// The key of the transaction-scoped advisory lock that serialises migrations of the
@@ -38,14 +40,24 @@ pub fn migration_lock_key(schema: &str) -> i64 {
 /// # Errors
 /// [`Error::Migration`] when a migration or the lock fails.
 pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
-    apply(db, None).await.map(drop)
+    apply(&Db::new(db.clone(), Mode::Direct), None)
+        .await
+        .map(drop)
 }
 
 /// [`migrate`] into `schema` (created if missing), or the current schema when `None`; the
 /// names of the migrations this call applied. The connections must have `schema` first in
-/// their `search_path`.
-pub(crate) async fn apply(db: &DatabaseConnection, schema: Option<&str>) -> Result<Vec<String>> {
-    let txn = db.begin().await.map_err(Error::Migration)?;
+/// their `search_path`, except behind a transaction pooler, where the transaction sets it.
+pub(crate) async fn apply(db: &Db, schema: Option<&str>) -> Result<Vec<String>> {
+    let pooled = matches!(db.mode(), Mode::Pooler { .. });
+    let txn = db.connection().begin().await.map_err(Error::Migration)?;
+    if let (true, Some(schema)) = (pooled, schema) {
+        // A pooler passes no `search_path` at connect; the name was checked when the
+        // configuration was built (letters, digits, `_`).
+        txn.execute_unprepared(&format!("SET LOCAL search_path TO \"{schema}\""))
+            .await
+            .map_err(Error::Migration)?;
+    }
     let schema = match schema {
         Some(schema) => schema.to_owned(),
         None => txn
@@ -86,6 +98,14 @@ pub(crate) async fn apply(db: &DatabaseConnection, schema: Option<&str>) -> Resu
         .map(|m| m.name().to_owned())
         .collect();
     Migrator::up(&txn, None).await.map_err(Error::Migration)?;
+    if pooled {
+        // The migrator's statements were prepared under names (the pool caches none behind a
+        // pooler); the server connection goes back to the pooler without them, so that
+        // another client cannot meet them.
+        txn.execute_unprepared("DEALLOCATE ALL")
+            .await
+            .map_err(Error::Migration)?;
+    }
     txn.commit().await.map_err(Error::Migration)?;
     Ok(pending)
 }

@@ -6,6 +6,7 @@
 pub(crate) mod admin;
 pub(crate) mod channels;
 mod connect;
+pub(crate) mod db;
 pub(crate) mod insert;
 pub(crate) mod migrate;
 pub(crate) mod read;
@@ -16,7 +17,6 @@ pub(crate) mod worker;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::Engine;
@@ -33,7 +33,7 @@ use crate::worker::{RunningPool, WorkerPlan};
 /// The PostgreSQL engine: a connection pool, the configuration, and the result waiters.
 #[derive(Debug)]
 pub(crate) struct PgEngine {
-    db: DatabaseConnection,
+    db: db::Db,
     config: Config,
     waits: wait::Waits,
     inserts: insert::Inserts,
@@ -47,7 +47,7 @@ impl PgEngine {
             db,
             config: config.clone(),
             waits: wait::Waits::new(
-                config.database_url().clone(),
+                config.notification_url().cloned(),
                 config.poll_interval(),
                 channels::Channels::of(config.schema()).done,
             ),
@@ -55,8 +55,8 @@ impl PgEngine {
         })
     }
 
-    /// The connection pool.
-    pub(crate) fn db(&self) -> &DatabaseConnection {
+    /// The connection pool, and how tasklib's statements go through it.
+    pub(crate) fn db(&self) -> &db::Db {
         &self.db
     }
 

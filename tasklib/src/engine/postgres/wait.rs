@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use super::channels::Channels;
+use super::db::Db;
 use super::{read, tls};
 use crate::result::TaskResult;
 use crate::retry::BackoffPolicy;
@@ -60,7 +61,9 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// The waiters of one client.
 #[derive(Debug)]
 pub(crate) struct Waits {
-    url: RedactedUrl,
+    /// Where the listener connects; none behind a transaction pooler without a listen URL,
+    /// where waiters only poll.
+    url: Option<RedactedUrl>,
     /// The schema's `tasks_done` channel.
     channel: Arc<str>,
     poll: Duration,
@@ -94,7 +97,7 @@ impl Drop for Waits {
 }
 
 impl Waits {
-    pub(crate) fn new(url: RedactedUrl, poll: Duration, channel: String) -> Waits {
+    pub(crate) fn new(url: Option<RedactedUrl>, poll: Duration, channel: String) -> Waits {
         Waits {
             url,
             channel: channel.into(),
@@ -105,12 +108,7 @@ impl Waits {
     }
 
     /// Waits until task (or chain) `id` is finished, or `timeout` passes.
-    pub(crate) async fn wait(
-        &self,
-        db: &DatabaseConnection,
-        id: Uuid,
-        timeout: Duration,
-    ) -> Result<TaskResult> {
+    pub(crate) async fn wait(&self, db: &Db, id: Uuid, timeout: Duration) -> Result<TaskResult> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut connected = self.listening();
         // Notifications sent before LISTEN took effect are lost: wait (briefly) for it.
@@ -127,7 +125,7 @@ impl Waits {
 
     async fn wait_registered(
         &self,
-        db: &DatabaseConnection,
+        db: &Db,
         id: Uuid,
         wake: &Notify,
         deadline: tokio::time::Instant,
@@ -180,8 +178,12 @@ impl Waits {
         }
     }
 
-    /// The listener's connected flag, starting the listener on first use.
+    /// The listener's connected flag, starting the listener on first use; always true with no
+    /// listener to wait for.
     fn listening(&self) -> watch::Receiver<bool> {
+        let Some(url) = &self.url else {
+            return watch::channel(true).1;
+        };
         let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(running) = listener.as_ref()
             && !running.task.is_finished()
@@ -190,7 +192,7 @@ impl Waits {
         }
         let (connected_tx, connected) = watch::channel(false);
         let task = tokio::spawn(listen(
-            self.url.clone(),
+            url.clone(),
             Arc::clone(&self.channel),
             Arc::clone(&self.waiters),
             connected_tx,

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use sea_orm::DatabaseConnection;
+use crate::engine::postgres::db::Db;
 
 use super::store::{self, AttemptRef};
 
@@ -41,18 +41,14 @@ pub(crate) struct Done {
 pub(crate) type Batcher = mpsc::UnboundedSender<Done>;
 
 /// Starts the batching task for worker `worker_id`; it ends when every sender is dropped.
-pub(crate) fn spawn(
-    db: DatabaseConnection,
-    worker_id: String,
-    unwritten: Arc<Semaphore>,
-) -> Batcher {
+pub(crate) fn spawn(db: Db, worker_id: String, unwritten: Arc<Semaphore>) -> Batcher {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(db, worker_id, unwritten, rx));
     tx
 }
 
 async fn run(
-    db: DatabaseConnection,
+    db: Db,
     worker_id: String,
     unwritten: Arc<Semaphore>,
     mut rx: mpsc::UnboundedReceiver<Done>,
@@ -87,7 +83,7 @@ fn expected(batch: &[Done]) -> usize {
 }
 
 /// Writes `batch` in one statement and answers each result; leaves `batch` empty.
-async fn write(db: &DatabaseConnection, worker_id: &str, batch: &mut Vec<Done>) {
+async fn write(db: &Db, worker_id: &str, batch: &mut Vec<Done>) {
     let chained = batch.iter().any(|d| d.attempt.chained);
     let rows = batch
         .iter_mut()

@@ -5,7 +5,8 @@
 //! Notifications are a hint, never the guarantee: when the connection drops, producers keep
 //! polling, the listener reconnects with exponential backoff, and after every (re)connect it
 //! wakes all producers, since whatever was sent meanwhile is gone. Behind a pooler in
-//! transaction mode (PgBouncer) LISTEN never fires; polling still works there.
+//! transaction mode (PgBouncer) a session cannot keep listening: the listener connects to the
+//! `listen_url` then, and without one it does nothing and producers poll.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use super::pool::PoolShared;
 use crate::engine::postgres::channels::Channels;
 use crate::engine::postgres::tls;
 use crate::retry::BackoffPolicy;
+use crate::url::RedactedUrl;
 use crate::worker::WorkerEvent;
 
 /// Channel announcing new runnable tasks; the payload is the queue name.
@@ -26,13 +28,18 @@ pub const CANCEL_CHANNEL: &str = "tasks_cancel";
 
 pub(crate) async fn run(pool: Arc<PoolShared>) {
     let mut shutdown = pool.lifeline.on_stop();
+    let Some(url) = pool.listen_url.clone() else {
+        // `TaskLib::connect` warned once; the producers poll.
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+        return;
+    };
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow_and_update() {
             return;
         }
         let session = tokio::select! {
-            session = listen_once(&pool) => session,
+            session = listen_once(&pool, &url) => session,
             _ = shutdown.changed() => return,
         };
         let reason = match session {
@@ -59,8 +66,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
 
 /// Connects, listens, and dispatches until the connection ends. `Ok` carries why a working
 /// session ended; `Err` why it could not start.
-async fn listen_once(pool: &PoolShared) -> Result<String, String> {
-    let url = &pool.database_url;
+async fn listen_once(pool: &PoolShared, url: &RedactedUrl) -> Result<String, String> {
     // With the same TLS settings as the pool (`sslmode`, `sslrootcert` in the URL).
     let (client, mut connection) = tls::connect(url).await.map_err(|e| e.reason())?;
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::postgres::db::Db;
 use futures::future::BoxFuture;
-use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -40,7 +40,7 @@ use pool::{PoolShared, QueueState, SlotGroup};
 
 /// Starts a pool that runs `plan` against the database `db`.
 pub(crate) fn spawn(
-    db: DatabaseConnection,
+    db: Db,
     config: &Config,
     registry: Registry,
     plan: WorkerPlan,
@@ -95,7 +95,7 @@ pub(crate) fn spawn(
         left: Notify::new(),
         claimed_ahead: Default::default(),
         db,
-        database_url: config.database_url().clone(),
+        listen_url: config.notification_url().cloned(),
         channels: crate::engine::postgres::channels::Channels::of(config.schema()),
         registry,
     });

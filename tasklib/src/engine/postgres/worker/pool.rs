@@ -68,9 +68,10 @@ pub(crate) struct InFlight {
 #[derive(Debug)]
 pub(crate) struct PoolShared {
     /// The connection pool the worker reads and writes through.
-    pub(crate) db: sea_orm::DatabaseConnection,
-    /// Where the listener connects.
-    pub(crate) database_url: RedactedUrl,
+    pub(crate) db: crate::engine::postgres::db::Db,
+    /// Where the listener connects; none behind a transaction pooler without a listen URL,
+    /// where producers only poll.
+    pub(crate) listen_url: Option<RedactedUrl>,
     /// What it listens to: the channels of tasklib's schema.
     pub(crate) channels: crate::engine::postgres::channels::Channels,
     /// The handlers.

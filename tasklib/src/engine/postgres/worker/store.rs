@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{DbBackend, FromQueryResult, Statement, Value};
 use uuid::Uuid;
 
 use super::sql;
 use crate::Result;
+use crate::engine::postgres::db::Db;
 
 fn stmt(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
@@ -60,7 +61,7 @@ pub(crate) struct ClaimedRow {
 /// Claims up to `limit` rows, of which the first `reserved` start at once (see
 /// [`sql::CLAIM`]).
 pub(crate) async fn claim(
-    db: &DatabaseConnection,
+    db: &Db,
     queue: &str,
     names: &[String],
     limit: usize,
@@ -86,7 +87,7 @@ pub(crate) async fn claim(
 /// Marks attempts claimed ahead as started, just before they run; the ids marked. One not
 /// marked was taken from this worker since the claim and must not run.
 pub(crate) async fn mark_started(
-    db: &DatabaseConnection,
+    db: &Db,
     attempts: impl Iterator<Item = (Uuid, i32)>,
     worker_id: &str,
 ) -> Result<Vec<Uuid>> {
@@ -96,7 +97,7 @@ pub(crate) async fn mark_started(
 /// Runs `sql` (`$1` ids, `$2` worker, `$3` attempts) for attempts `(id, attempt)` of
 /// `worker_id`; the ids it returns.
 async fn for_attempts(
-    db: &DatabaseConnection,
+    db: &Db,
     sql: &str,
     attempts: impl Iterator<Item = (Uuid, i32)>,
     worker_id: &str,
@@ -109,7 +110,7 @@ async fn for_attempts(
 
 /// Writes a success; false when the attempt was fenced off.
 pub(crate) async fn complete(
-    db: &DatabaseConnection,
+    db: &Db,
     attempt: &AttemptRef,
     result: serde_json::Value,
 ) -> Result<bool> {
@@ -126,7 +127,7 @@ pub(crate) async fn complete(
 /// Writes many successes of worker `worker_id` at once; returns the ids the fence let
 /// through. `chained` when any of them is a chain step.
 pub(crate) async fn complete_many(
-    db: &DatabaseConnection,
+    db: &Db,
     worker_id: &str,
     chained: bool,
     done: impl ExactSizeIterator<Item = (Uuid, i32, serde_json::Value)>,
@@ -171,7 +172,7 @@ struct IdRow {
 
 /// Writes a failure: retried after `retry_in`, or terminal when `None`. False when fenced off.
 pub(crate) async fn fail(
-    db: &DatabaseConnection,
+    db: &Db,
     attempt: &AttemptRef,
     error: &str,
     retry_in: Option<Duration>,
@@ -187,11 +188,7 @@ pub(crate) async fn fail(
 }
 
 /// Writes a cancellation decided by the handler (or asked for while it ran).
-pub(crate) async fn cancelled(
-    db: &DatabaseConnection,
-    attempt: &AttemptRef,
-    reason: &str,
-) -> Result<bool> {
+pub(crate) async fn cancelled(db: &Db, attempt: &AttemptRef, reason: &str) -> Result<bool> {
     let mut values = attempt.fence();
     values.push(reason.into());
     values.push(clock(None));
@@ -209,7 +206,7 @@ pub(crate) struct HeartbeatRow {
 
 /// Extends the locks of `ids`; returns those still held, with their cancel flags.
 pub(crate) async fn heartbeat(
-    db: &DatabaseConnection,
+    db: &Db,
     ids: Vec<Uuid>,
     worker_id: &str,
     lock_timeout: Duration,
@@ -229,7 +226,7 @@ pub(crate) async fn heartbeat(
 /// Returns claimed-but-unstarted attempts `(id, attempt)` to the queue; the ids that went
 /// back.
 pub(crate) async fn release(
-    db: &DatabaseConnection,
+    db: &Db,
     attempts: impl Iterator<Item = (Uuid, i32)>,
     worker_id: &str,
 ) -> Result<Vec<Uuid>> {
@@ -248,7 +245,7 @@ pub(crate) struct RescuedRow {
 
 /// Rescues up to `limit` tasks whose lock expired.
 pub(crate) async fn rescue_expired(
-    db: &DatabaseConnection,
+    db: &Db,
     limit: i64,
     now: Option<DateTime<Utc>>,
 ) -> Result<Vec<RescuedRow>> {
