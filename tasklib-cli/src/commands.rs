@@ -103,6 +103,9 @@ pub(crate) struct RetryArgs {
     /// Re-queue every task that failed for good (the dead letters).
     #[arg(long)]
     failed: bool,
+    /// Run the task again even if it completed.
+    #[arg(long, conflicts_with = "failed")]
+    force: bool,
     /// With --failed: only tasks of this name.
     #[arg(long, requires = "failed")]
     name: Option<String>,
@@ -240,6 +243,7 @@ impl Command {
             Command::Show { .. } => Some("show"),
             Command::Retry(_) => Some("retry"),
             Command::Cancel { .. } => Some("cancel"),
+            Command::Delete { .. } => Some("delete"),
             Command::Prune(_) => Some("prune"),
             Command::Submit(_) | Command::Result(_) => None,
         }
@@ -298,6 +302,10 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
                     .retry_failed(args.name.as_deref(), args.queue.as_deref())
                     .await?;
                 println!("re-queued {n} task{}", if n == 1 { "" } else { "s" });
+            } else if args.force {
+                let id = parse_id(args.id.as_deref().unwrap_or_default())?;
+                connect(engine).await?.rerun(id).await?;
+                println!("re-queued {id} to run again");
             } else {
                 let id = parse_id(args.id.as_deref().unwrap_or_default())?;
                 connect(engine).await?.retry(id).await?;
@@ -311,6 +319,11 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
                 CancelOutcome::Requested => println!("{id} is running: cancellation requested"),
                 _ => println!("{id}: cancel recorded"),
             }
+        }
+        Command::Delete { id } => {
+            let id = parse_id(&id)?;
+            let n = connect(engine).await?.delete(id).await?;
+            println!("deleted {id} ({n} row{})", if n == 1 { "" } else { "s" });
         }
         Command::Prune(args) => {
             let n = connect(engine)
@@ -543,6 +556,13 @@ fn show(t: &TaskRecord, json: bool) {
                 .map(Value::to_string)
                 .unwrap_or_else(|| "-".into()),
         ),
+        (
+            "progress",
+            t.progress
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_else(|| "-".into()),
+        ),
     ];
     for (key, value) in fields {
         println!("{key:<14}{value}");
@@ -550,6 +570,18 @@ fn show(t: &TaskRecord, json: bool) {
     match &t.error {
         Some(error) => println!("error:\n{error}"),
         None => println!("{:<14}-", "error"),
+    }
+    if !t.errors.is_empty() {
+        println!("failed attempts (oldest first):");
+        for failed in &t.errors {
+            println!(
+                "  attempt {} at {} on {}: {}",
+                failed.attempt,
+                failed.at.to_rfc3339(),
+                failed.worker.as_deref().unwrap_or("-"),
+                failed.error
+            );
+        }
     }
 }
 

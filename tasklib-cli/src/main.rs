@@ -62,11 +62,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-queue a task that failed for good or was cancelled; with --failed, all that failed.
+    /// Re-queue a task that failed for good or was cancelled (--force: or completed); with
+    /// --failed, all that failed.
     Retry(commands::RetryArgs),
     /// Cancel a waiting task, or ask a running one to stop.
     Cancel {
         /// The task id.
+        id: String,
+    },
+    /// Delete one task in any state but running (or a whole chain, by its id).
+    Delete {
+        /// The task (or chain) id.
         id: String,
     },
     /// Delete finished tasks older than an age.

@@ -30,6 +30,7 @@ mod m20261123_000001_create_tasks;
 mod m20261130_000001_lean_indexes;
 mod m20261202_000001_chains_and_waits;
 mod m20261203_000001_schema_channels;
+mod m20261204_000002_progress_and_errors;
 
 /// Runs `statements` in order on the migration's connection: the body of migrations that are
 /// a list of SQL statements each way.
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_lean_indexes::Migration),
             Box::new(m20261202_000001_chains_and_waits::Migration),
             Box::new(m20261203_000001_schema_channels::Migration),
+            Box::new(m20261204_000002_progress_and_errors::Migration),
         ]
     }
 

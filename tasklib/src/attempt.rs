@@ -72,6 +72,8 @@ pub(crate) enum Write {
     },
     /// Cancelled, with the reason.
     Cancel(String),
+    /// Snoozed: runs again after the delay, using no retry.
+    Snooze(Duration),
 }
 
 /// Decides the write for an outcome. Pure, so the rules are unit-tested.
@@ -86,6 +88,11 @@ pub(crate) fn decide(
     match outcome {
         Ok(value) => Write::Complete(value),
         Err(TaskError::Cancel(reason)) => Write::Cancel(format!("cancelled: {reason}")),
+        // Asked to stop while it ran: a snooze would only postpone the cancel.
+        Err(TaskError::Snooze(_)) if cancel_requested => {
+            Write::Cancel("cancelled while running (it snoozed)".to_owned())
+        }
+        Err(TaskError::Snooze(delay)) => Write::Snooze(delay),
         Err(error) if cancel_requested => {
             Write::Cancel(format!("cancelled while running: {}", error.message()))
         }

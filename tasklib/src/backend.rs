@@ -180,11 +180,14 @@ pub enum Capability {
     Admin,
     /// Linear chains ([`Chain`](crate::Chain)).
     Chains,
+    /// Progress reported by a running handler
+    /// ([`TaskContext::set_progress`](crate::TaskContext::set_progress)).
+    Progress,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Delay,
         Capability::Priority,
         Capability::Retries,
@@ -196,6 +199,7 @@ impl Capability {
         Capability::List,
         Capability::Admin,
         Capability::Chains,
+        Capability::Progress,
     ];
 
     /// A short lowercase name (`transactional_submit`).
@@ -212,6 +216,7 @@ impl Capability {
             Capability::List => "list",
             Capability::Admin => "admin",
             Capability::Chains => "chains",
+            Capability::Progress => "progress",
         }
     }
 }

@@ -495,7 +495,30 @@ impl TaskLib {
     /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] for a task that is not
     /// failed-for-good or cancelled; [`Error::Unsupported`] on other engines.
     pub async fn retry(&self, id: Uuid) -> Result<()> {
-        admin::retry(self.postgres(Capability::Admin)?.db(), id).await
+        admin::retry(self.postgres(Capability::Admin)?.db(), id, false).await
+    }
+
+    /// Runs a finished task again, whatever its outcome: as [`retry`](Self::retry), and a
+    /// completed task too (its result and progress are cleared; a chain step runs again
+    /// alone, the steps after it keep what they did). PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] for a task that has not
+    /// finished (pending, running, or waiting for a retry); [`Error::Unsupported`] on other
+    /// engines.
+    pub async fn rerun(&self, id: Uuid) -> Result<()> {
+        admin::retry(self.postgres(Capability::Admin)?.db(), id, true).await
+    }
+
+    /// Deletes a task in any state but running; given a chain's id, every step of the chain
+    /// (if none is running). Returns how many rows went. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::InvalidState`] for a running task (cancel
+    /// it first) or a single step of a chain (delete the chain by its id);
+    /// [`Error::Unsupported`] on other engines.
+    pub async fn delete(&self, id: Uuid) -> Result<u64> {
+        admin::delete(self.postgres(Capability::Admin)?.db(), id).await
     }
 
     /// Re-queues every task that failed for good, optionally only those of one task name

@@ -90,9 +90,9 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Arguments or a result could not be turned into JSON (a map with non-string keys, a
-    /// failing `Serialize` impl).
-    #[error("could not serialize the arguments of task `{task}` to JSON")]
+    /// Arguments, a result or a progress report could not be turned into JSON (a map with
+    /// non-string keys, a failing `Serialize` impl).
+    #[error("could not serialize the arguments, result or progress of task `{task}` to JSON")]
     Serialize {
         /// The task name.
         task: String,

@@ -60,6 +60,27 @@ pub struct TaskRecord {
     pub chain_id: Option<Uuid>,
     /// Its position in the chain, from 0.
     pub chain_step: Option<u32>,
+    /// What the handler last reported
+    /// ([`TaskContext::set_progress`](crate::TaskContext::set_progress)); kept after it
+    /// finishes.
+    pub progress: Option<Value>,
+    /// The failed attempts, oldest first: the last 20 (and [`error`](Self::error) holds the
+    /// last one).
+    pub errors: Vec<AttemptError>,
+}
+
+/// One failed attempt of a task, as kept in its history ([`TaskRecord::errors`]).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct AttemptError {
+    /// Which attempt failed (1 for the first run).
+    pub attempt: u32,
+    /// The error, with its causes.
+    pub error: String,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// When the failure was recorded.
+    pub at: DateTime<Utc>,
 }
 
 impl TaskRecord {
@@ -174,6 +195,16 @@ impl From<task::Model> for TaskRecord {
             cancel_requested_at: m.cancel_requested_at.map(utc),
             chain_id: m.chain_id,
             chain_step: m.chain_step.map(count),
+            progress: m.progress,
+            // Written only by tasklib's own statements; an entry that does not parse (edited
+            // by hand) is left out rather than failing the whole read.
+            errors: match m.errors {
+                Value::Array(entries) => entries
+                    .into_iter()
+                    .filter_map(|e| serde_json::from_value(e).ok())
+                    .collect(),
+                _ => Vec::new(),
+            },
         }
     }
 }

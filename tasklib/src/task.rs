@@ -12,6 +12,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::config::DEFAULT_QUEUE;
+use crate::progress::Progress;
 
 /// A boxed error, as handlers return them.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -74,6 +75,7 @@ pub struct TaskContext {
     pub(crate) worker_id: String,
     pub(crate) tags: serde_json::Value,
     pub(crate) cancelled: watch::Receiver<bool>,
+    pub(crate) progress: Progress,
 }
 
 impl TaskContext {
@@ -91,7 +93,44 @@ impl TaskContext {
             worker_id: "test".to_owned(),
             tags: serde_json::Value::Object(Default::default()),
             cancelled,
+            progress: Progress::Local(Default::default()),
         }
+    }
+
+    /// Records how far the task has got (any JSON: a percentage, a count, a stage name...),
+    /// replacing the last report. Stored with the task while it runs and kept after it
+    /// finishes: [`TaskRecord::progress`](crate::TaskRecord::progress), `tasklib show ID`.
+    /// One write per call; report at a human pace (every second or every few per cent), not
+    /// per item of a tight loop.
+    ///
+    /// ```
+    /// # use tasklib::{TaskContext, TaskError};
+    /// # async fn handler(ctx: TaskContext) -> Result<(), TaskError> {
+    /// let rows = 1_000;
+    /// for done in (0..=rows).step_by(250) {
+    ///     // ... import a chunk ...
+    ///     ctx.set_progress(serde_json::json!({ "done": done, "of": rows })).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) on an engine that keeps no progress
+    /// (Celery); [`Error::Serialize`](crate::Error::Serialize) when `progress` does not turn
+    /// into JSON; [`Error::Database`](crate::Error::Database)
+    /// when the write fails. A report from an attempt this worker no longer holds is dropped.
+    pub async fn set_progress(&self, progress: impl Serialize) -> crate::Result<()> {
+        let value = serde_json::to_value(progress).map_err(|source| crate::Error::Serialize {
+            task: self.name.clone(),
+            source,
+        })?;
+        self.progress.record(value).await
+    }
+
+    /// The last progress reported through a [`for_test`](Self::for_test) context (`None` on
+    /// a worker's, whose reports go to the database).
+    pub fn reported_progress(&self) -> Option<serde_json::Value> {
+        self.progress.last()
     }
 
     /// The task's id.
@@ -155,6 +194,7 @@ impl TaskContext {
 /// | retry after | [`TaskError::retry_after`] | as retry, but after exactly the given delay |
 /// | permanent | [`TaskError::permanent`] | `failed` for good at once, retries left or not |
 /// | cancel | [`TaskError::cancel`] | `cancelled`, the reason in `error` |
+/// | snooze | [`TaskError::snooze`] | `pending` again, due after the delay; no retry used, no error recorded |
 ///
 /// A timeout or a panic counts as a retry outcome. In every case `error` holds the message
 /// with its chain of causes.
@@ -168,6 +208,8 @@ pub enum TaskError {
     Permanent(BoxError),
     /// Stop and mark the task cancelled.
     Cancel(String),
+    /// Run again after the delay, without using a retry: not a failure.
+    Snooze(Duration),
 }
 
 impl TaskError {
@@ -187,6 +229,24 @@ impl TaskError {
     pub fn cancel(reason: impl Into<String>) -> Self {
         TaskError::Cancel(reason.into())
     }
+    /// Not now: the task runs again after `delay` (a resource is busy, an upstream is not
+    /// ready yet), and this attempt uses none of its retries. The attempt still counts in
+    /// `attempt`. Snoozing has no limit of its own: a handler that may snooze for ever should
+    /// look at [`TaskContext::attempt`] and give up with [`TaskError::permanent`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tasklib::{TaskContext, TaskError};
+    /// # async fn handler(ctx: TaskContext) -> Result<(), TaskError> {
+    /// let report_ready = false; // ... ask the upstream ...
+    /// if !report_ready {
+    ///     return Err(TaskError::snooze(Duration::from_secs(30)));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn snooze(delay: Duration) -> Self {
+        TaskError::Snooze(delay)
+    }
 
     /// The message with its chain of causes, `outer: inner: root`, as stored in `error`.
     pub fn message(&self) -> String {
@@ -195,6 +255,7 @@ impl TaskError {
                 error_chain(e.as_ref())
             }
             TaskError::Cancel(reason) => format!("cancelled: {reason}"),
+            TaskError::Snooze(delay) => format!("snoozed for {delay:?}"),
         }
     }
 }
@@ -250,6 +311,7 @@ impl fmt::Debug for TaskError {
             TaskError::RetryAfter(_, _) => "RetryAfter",
             TaskError::Permanent(_) => "Permanent",
             TaskError::Cancel(_) => "Cancel",
+            TaskError::Snooze(_) => "Snooze",
         };
         write!(f, "TaskError::{kind}({:?})", self.message())
     }

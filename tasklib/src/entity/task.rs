@@ -60,6 +60,11 @@ pub struct Model {
     pub chain_step: Option<i32>,
     /// Someone waits for this task's result: finishing it sends a `tasks_done` notification.
     pub notify_done: bool,
+    /// What the handler last reported (`TaskContext::set_progress`), as JSON.
+    pub progress: Option<Json>,
+    /// The failed attempts, oldest first, at most the last 20: a JSON array of
+    /// `{"attempt", "error", "worker", "at"}`.
+    pub errors: Json,
 }
 
 /// `tasks` has no relations.

@@ -19,6 +19,11 @@ pub enum TaskOutcome {
     Failed,
     /// The task was cancelled (by its handler, or on request while it ran).
     Cancelled,
+    /// The handler snoozed: the task runs again after this delay, without using a retry.
+    Snoozed {
+        /// Delay before the next attempt.
+        delay: Duration,
+    },
     /// The outcome could not be written because this worker no longer held the task (its
     /// lock expired and it was rescued, or the write kept failing): the task's row
     /// reflects what happened instead.

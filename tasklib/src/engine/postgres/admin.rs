@@ -123,6 +123,10 @@ async fn cancel_task<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<CancelOut
 /// before them, so the chain goes on from where it stopped. A later step whose previous step
 /// has not completed waits for it too, instead of running without its input. Its last `error`
 /// stays until an attempt succeeds; `attempt` keeps counting, as a history.
+///
+/// With `$2` (forced), a completed task goes back too: it runs again, and its result and
+/// progress are cleared. A completed chain step runs again alone; the steps after it keep
+/// what they did.
 const RETRY_ONE: &str = r#"
 WITH target AS (
     SELECT t.id, t.state, t.next_retry_at IS NOT NULL AS retrying, t.chain_id, t.chain_step,
@@ -138,10 +142,11 @@ WITH target AS (
         scheduled_at = CASE WHEN target.due THEN now() ELSE '9999-12-31 00:00:00+00'::timestamptz END,
         next_retry_at = NULL, completed_at = NULL,
         retry_count = 0, worker_id = NULL, locked_until = NULL, cancel_requested_at = NULL,
-        result = NULL
+        result = NULL, progress = NULL
     FROM target
     WHERE t.id = target.id
-      AND ((target.state = 'failed' AND NOT target.retrying) OR target.state = 'cancelled')
+      AND ((target.state = 'failed' AND NOT target.retrying) OR target.state = 'cancelled'
+           OR ($2 AND target.state = 'completed'))
     RETURNING t.id, CASE WHEN target.due THEN pg_notify(tasklib_channel('tasks_new'), t.queue) END
 ), later AS (
     UPDATE tasks AS t
@@ -155,6 +160,63 @@ WITH target AS (
 SELECT target.state, EXISTS (SELECT 1 FROM requeued) AS requeued
 FROM target
 "#;
+
+/// Deletes task `$1` in any state but running, or, when `$1` is a chain's id, every step of
+/// that chain if none is running. A single step of a chain is refused: the steps after it
+/// would wait for it for ever. Reports what it found, so a refusal can say why.
+const DELETE: &str = r#"
+WITH target AS MATERIALIZED (
+    SELECT id, state, chain_id FROM tasks
+    WHERE id = $1 OR chain_id = $1
+    FOR UPDATE
+), refused AS MATERIALIZED (
+    SELECT EXISTS (SELECT 1 FROM target WHERE state = 'running') AS running,
+           EXISTS (SELECT 1 FROM target WHERE chain_id IS NOT NULL AND chain_id <> $1) AS step
+), deleted AS (
+    DELETE FROM tasks AS t
+    USING target, refused
+    WHERE t.id = target.id AND NOT refused.running AND NOT refused.step
+    RETURNING t.id
+)
+SELECT (SELECT count(*) FROM target) AS found,
+       (SELECT count(*) FROM deleted) AS deleted,
+       refused.running, refused.step,
+       (SELECT state FROM target WHERE state = 'running' OR id = $1 LIMIT 1) AS state
+FROM refused
+"#;
+
+#[derive(Debug, FromQueryResult)]
+struct DeleteRow {
+    found: i64,
+    deleted: i64,
+    running: bool,
+    step: bool,
+    state: Option<TaskState>,
+}
+
+/// Deletes task `id` (or every step of chain `id`) unless it is running; how many rows went.
+pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<u64> {
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, DELETE, [id.into()]);
+    let row = DeleteRow::find_by_statement(statement)
+        .one(conn)
+        .await?
+        .ok_or(Error::NotFound { id })?;
+    let state = row.state.unwrap_or(TaskState::Pending);
+    match row {
+        DeleteRow { found: 0, .. } => Err(Error::NotFound { id }),
+        DeleteRow { running: true, .. } => Err(Error::InvalidState {
+            id,
+            state: TaskState::Running,
+            action: "deleted while it runs (cancel it, and delete it once it has stopped)",
+        }),
+        DeleteRow { step: true, .. } => Err(Error::InvalidState {
+            id,
+            state,
+            action: "deleted alone: it is a step of a chain (delete the chain by its id)",
+        }),
+        DeleteRow { deleted, .. } => Ok(u64::try_from(deleted).unwrap_or(0)),
+    }
+}
 
 /// Re-queues every task that failed for good, optionally only of one name and/or queue; one
 /// notification per queue. Chain steps go back as in [`RETRY_ONE`].
@@ -194,8 +256,9 @@ struct RetryRow {
     requeued: bool,
 }
 
-pub(crate) async fn retry<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<()> {
-    let statement = Statement::from_sql_and_values(DbBackend::Postgres, RETRY_ONE, [id.into()]);
+pub(crate) async fn retry<C: ConnectionTrait>(conn: &C, id: Uuid, force: bool) -> Result<()> {
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, RETRY_ONE, [id.into(), force.into()]);
     let row = RetryRow::find_by_statement(statement)
         .one(conn)
         .await?
@@ -206,7 +269,12 @@ pub(crate) async fn retry<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<()> 
         Err(Error::InvalidState {
             id,
             state: row.state,
-            action: "retried (only tasks that failed for good or were cancelled can be)",
+            action: if force {
+                "run again (only finished tasks can be: completed, failed for good, cancelled)"
+            } else {
+                "retried (only tasks that failed for good or were cancelled can be; \
+                 a completed one with force)"
+            },
         })
     }
 }

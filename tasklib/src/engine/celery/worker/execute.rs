@@ -125,6 +125,7 @@ async fn run(
         worker_id: shared.config.worker_id().to_owned(),
         tags: Value::Object(Map::new()),
         cancelled,
+        progress: crate::progress::Progress::Unsupported(crate::backend::BackendType::Celery),
     };
     shared.emit(WorkerEvent::TaskStarted {
         id,
@@ -204,6 +205,19 @@ async fn finish(
             write_meta(shared, incoming, State::Failure, result, None).await?;
             cancel_rest(shared, incoming, &rest, "failed").await?;
             Ok(TaskOutcome::Failed)
+        }
+        Write::Snooze(delay) => {
+            // Sent again with its retry count unchanged: Celery's `retry` with a countdown
+            // that does not count.
+            let again = retry_message(incoming, retries, delay)?;
+            let key = crate::engine::celery::protocol::list_key(
+                &incoming.envelope.properties.delivery_info.routing_key,
+                incoming.envelope.properties.priority,
+            );
+            push(shared, &key, &again).await?;
+            let result = exception(EXC_TYPE, &format!("snoozed for {delay:?}"), EXC_MODULE);
+            write_meta(shared, incoming, State::Retry, result, None).await?;
+            Ok(TaskOutcome::Snoozed { delay })
         }
         Write::Cancel(reason) => {
             let result = exception("TaskRevokedError", &reason, "celery.exceptions");

@@ -53,6 +53,7 @@ pub(crate) async fn record(
             Write::Complete(value) => store::complete(db, attempt, value.clone()).await,
             Write::Fail { error, retry_in } => store::fail(db, attempt, error, *retry_in).await,
             Write::Cancel(reason) => store::cancelled(db, attempt, reason).await,
+            Write::Snooze(delay) => store::snooze(db, attempt, *delay).await,
         };
         match written {
             Ok(true) => {
@@ -64,6 +65,7 @@ pub(crate) async fn record(
                     } => TaskOutcome::Retrying { delay: *delay },
                     Write::Fail { retry_in: None, .. } => TaskOutcome::Failed,
                     Write::Cancel(_) => TaskOutcome::Cancelled,
+                    Write::Snooze(delay) => TaskOutcome::Snoozed { delay: *delay },
                 };
                 match &write {
                     Write::Fail {

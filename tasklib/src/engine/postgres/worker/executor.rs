@@ -89,6 +89,10 @@ async fn execute(
         worker_id: pool.worker_id.clone(),
         tags: row.tags.clone(),
         cancelled: cancelled.clone(),
+        progress: crate::progress::Progress::Postgres {
+            db: pool.db.clone(),
+            attempt: attempt.clone(),
+        },
     };
     let timeout = row
         .timeout_seconds

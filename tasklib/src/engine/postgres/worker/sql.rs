@@ -142,6 +142,10 @@ pub(crate) const FAIL: &str = r#"
 WITH ended AS (
     UPDATE tasks AS t
     SET state = 'failed', error = $4, locked_until = NULL,
+        errors = jsonb_path_query_array(
+            t.errors || jsonb_build_object('attempt', t.attempt, 'error', $4::text,
+                                           'worker', $2::text, 'at', COALESCE($6::timestamptz, now())),
+            '$[last - 19 to last]'),
         retry_count = retry_count + CASE WHEN $5::float8 IS NULL THEN 0 ELSE 1 END,
         next_retry_at = COALESCE($6::timestamptz, now()) + make_interval(secs => $5::float8),
         completed_at = CASE WHEN $5::float8 IS NULL THEN COALESCE($6::timestamptz, now()) END
@@ -187,6 +191,28 @@ WITH ended AS (
                    THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
 )
 SELECT id FROM ended
+"#;
+
+/// Puts attempt `$3` of task `$1`, held by worker `$2`, back to wait `$4` seconds: the
+/// handler snoozed. The attempt stays recorded (`attempt` keeps its count) but uses no retry
+/// (`retry_count` is unchanged); the task is `pending` again, due then, and its queue is
+/// notified when that is now. Fenced as [`COMPLETE_MANY`]. Returns the id when written.
+pub(crate) const SNOOZE: &str = r#"
+UPDATE tasks AS t
+SET state = 'pending', locked_until = NULL, next_retry_at = NULL,
+    scheduled_at = COALESCE($5::timestamptz, now()) + make_interval(secs => $4::float8)
+WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+RETURNING t.id,
+          CASE WHEN $4::float8 <= 0 THEN pg_notify(tasklib_channel('tasks_new'), t.queue) END
+"#;
+
+/// Records progress `$4` (JSON) reported by attempt `$3` of task `$1`, held by worker `$2`.
+/// Fenced as [`COMPLETE_MANY`]; returns the id when written.
+pub(crate) const SET_PROGRESS: &str = r#"
+UPDATE tasks
+SET progress = $4::jsonb
+WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
+RETURNING id
 "#;
 
 /// Extends the locks of the tasks `$1` that worker `$2` still holds, by `$3` seconds, and
@@ -247,6 +273,12 @@ WITH expired AS MATERIALIZED (
     SET state = 'failed',
         error = format('worker %s stopped heartbeating (died or stalled) during attempt %s; its lock expired at %s',
                        t.worker_id, t.attempt, t.locked_until),
+        errors = jsonb_path_query_array(
+            t.errors || jsonb_build_object(
+                'attempt', t.attempt, 'worker', t.worker_id, 'at', COALESCE($2::timestamptz, now()),
+                'error', format('worker %s stopped heartbeating (died or stalled) during attempt %s; its lock expired at %s',
+                                t.worker_id, t.attempt, t.locked_until)),
+            '$[last - 19 to last]'),
         locked_until = NULL,
         retry_count = t.retry_count + CASE WHEN t.retry_count < t.max_retries THEN 1 ELSE 0 END,
         next_retry_at = CASE WHEN t.retry_count < t.max_retries THEN COALESCE($2::timestamptz, now()) END,

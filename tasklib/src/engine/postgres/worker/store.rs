@@ -187,6 +187,33 @@ pub(crate) async fn fail(
     Ok(written.len() == 1)
 }
 
+/// Writes a snooze: the task waits `delay`, then runs again without using a retry. False when
+/// fenced off.
+pub(crate) async fn snooze(db: &Db, attempt: &AttemptRef, delay: Duration) -> Result<bool> {
+    let mut values = attempt.fence();
+    values.push(delay.as_secs_f64().into());
+    values.push(clock(None));
+    let written = IdRow::find_by_statement(stmt(sql::SNOOZE, values))
+        .all(db)
+        .await?;
+    Ok(written.len() == 1)
+}
+
+/// Records the progress a running attempt reported. False when fenced off (the attempt is no
+/// longer this worker's).
+pub(crate) async fn set_progress(
+    db: &Db,
+    attempt: &AttemptRef,
+    progress: serde_json::Value,
+) -> Result<bool> {
+    let mut values = attempt.fence();
+    values.push(progress.into());
+    let written = IdRow::find_by_statement(stmt(sql::SET_PROGRESS, values))
+        .all(db)
+        .await?;
+    Ok(written.len() == 1)
+}
+
 /// Writes a cancellation decided by the handler (or asked for while it ran).
 pub(crate) async fn cancelled(db: &Db, attempt: &AttemptRef, reason: &str) -> Result<bool> {
     let mut values = attempt.fence();
