@@ -4,6 +4,7 @@ use std::process::{Command, Output};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tasklib::migration::MigratorTrait;
 use tasklib::{BackendType, SubmitOptions, Task, TaskContext, TaskError, TaskLib};
 use tasklib_test_utils::TestDatabase;
 use uuid::Uuid;
@@ -153,10 +154,11 @@ async fn migrate_creates_the_schema() -> TestResult {
     let out = tasklib(&db, &["migrate"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let applied = stdout(&out);
-    assert!(
-        applied.starts_with("applied 4 migration(s): m20261123_000001_create_tasks, "),
-        "{applied}"
+    let expected = format!(
+        "applied {} migration(s): m20261123_000001_create_tasks, ",
+        tasklib::migration::Migrator::migrations().len()
     );
+    assert!(applied.starts_with(&expected), "{applied}");
     let out = tasklib(&db, &["migrate"])?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -343,6 +345,58 @@ async fn retry_cancel_and_prune_change_the_rows() -> TestResult {
         1,
     )?;
     assert!(err.contains("pending"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn show_has_the_history_retry_force_reruns_and_delete_removes() -> TestResult {
+    let (db, tasks, ids) = seeded().await?;
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .execute(
+            r#"UPDATE tasks SET progress = '{"rows": 5}',
+                    errors = '[{"attempt": 3, "error": "disk full", "worker": "w-1",
+                                "at": "2026-12-01T10:00:00Z"}]'
+               WHERE args->>'report' = 'broken'"#,
+            &[],
+        )
+        .await?;
+    let out = tasklib(&db, &["show", &ids[2].to_string()])?;
+    let text = stdout(&out);
+    for expected in [
+        r#"progress      {"rows":5}"#,
+        "failed attempts (oldest first):",
+        "attempt 3 at 2026-12-01T10:00:00+00:00 on w-1: disk full",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+
+    // A completed task: plain retry refuses it, --force runs it again.
+    let err = assert_one_line_error(&tasklib(&db, &["retry", &ids[0].to_string()])?, 1)?;
+    assert!(err.contains("completed") && err.contains("force"), "{err}");
+    let out = tasklib(&db, &["retry", "--force", &ids[0].to_string()])?;
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("re-queued {} to run again", ids[0]),
+        "{}",
+        stderr(&out)
+    );
+    assert!(tasks.get_task(ids[0]).await?.ok_or("missing")?.is_pending());
+
+    let out = tasklib(&db, &["delete", &ids[1].to_string()])?;
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("deleted {} (1 row)", ids[1]),
+        "{}",
+        stderr(&out)
+    );
+    assert!(tasks.get_task(ids[1]).await?.is_none());
+    let err = assert_one_line_error(&tasklib(&db, &["delete", &ids[1].to_string()])?, 1)?;
+    assert!(err.contains("no task with id"), "{err}");
     Ok(())
 }
 

@@ -22,6 +22,7 @@ mod fault_pool;
 mod fault_restart;
 mod fault_secrets;
 mod fault_support;
+mod handler_extras;
 mod inspect;
 mod logging;
 mod migrations;

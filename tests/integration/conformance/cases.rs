@@ -11,7 +11,9 @@ use tasklib::{
 use uuid::Uuid;
 
 use super::Harness;
-use super::tasks::{AddNumbers, Email, Explode, Flaky, Hold, Multiply, register_common};
+use super::tasks::{
+    AddNumbers, Email, Explode, Flaky, Hold, Multiply, Report, Sleepy, register_common,
+};
 use crate::common::{PATIENCE, TestResult};
 
 fn supports(h: &Harness, capability: Capability) -> bool {
@@ -152,6 +154,48 @@ pub(crate) async fn retries_until_success(h: &Harness) -> TestResult {
             .as_deref()
             .is_some_and(|e| e.contains("attempt 2 fails"))
     );
+    Ok(())
+}
+
+pub(crate) async fn a_snooze_runs_again_without_using_a_retry(h: &Harness) -> TestResult {
+    h.tasks
+        .register(|args: Sleepy, ctx: TaskContext| async move {
+            if ctx.attempt() <= args.snoozes {
+                return Err(TaskError::snooze(Duration::from_millis(100)));
+            }
+            Ok((ctx.attempt(), ctx.retry_count()))
+        })?;
+    // No retries at all: each snooze must come back anyway.
+    let id = h
+        .tasks
+        .submit_with(Sleepy { snoozes: 2 }, SubmitOptions::new().max_retries(0))
+        .await?;
+    let pool = h.tasks.spawn_workers(1)?;
+    let result = h.tasks.wait_result(id, PATIENCE).await?;
+    pool.shutdown().await?;
+    assert_eq!(result.value_as::<(u32, u32)>()?, (3, 0), "{result:?}");
+    Ok(())
+}
+
+pub(crate) async fn progress_is_kept_or_refused(h: &Harness) -> TestResult {
+    h.tasks
+        .register(|args: Report, ctx: TaskContext| async move {
+            match ctx.set_progress(json!({ "rows": args.rows })).await {
+                Ok(()) => Ok(true),
+                Err(error) if error.is_unsupported() => Ok(false),
+                Err(error) => Err(TaskError::retry(error)),
+            }
+        })?;
+    let id = h.tasks.submit(Report { rows: 7 }).await?;
+    let pool = h.tasks.spawn_workers(1)?;
+    let result = h.tasks.wait_result(id, PATIENCE).await?;
+    pool.shutdown().await?;
+    let kept = supports(h, Capability::Progress);
+    assert_eq!(result.value_as::<bool>()?, kept, "{result:?}");
+    if kept {
+        let record = h.tasks.get_task(id).await?.ok_or("task gone")?;
+        assert_eq!(record.progress, Some(json!({ "rows": 7 })));
+    }
     Ok(())
 }
 

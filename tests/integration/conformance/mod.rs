@@ -95,6 +95,8 @@ macro_rules! conformance_suite {
                 delayed_submit_runs_no_earlier,
                 failures_are_recorded,
                 retries_until_success,
+                a_snooze_runs_again_without_using_a_retry,
+                progress_is_kept_or_refused,
                 three_step_chain_feeds_each_output_forward,
                 chain_steps_retry_on_their_own,
                 chain_stops_at_the_failed_step,

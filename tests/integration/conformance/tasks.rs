@@ -52,6 +52,28 @@ impl Task for Flaky {
     type Output = u32;
 }
 
+/// Snoozes on its first `snoozes` attempts, then returns its attempt and retry count.
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+pub(crate) struct Sleepy {
+    pub(crate) snoozes: u32,
+}
+
+impl Task for Sleepy {
+    const NAME: &'static str = "sleepy";
+    type Output = (u32, u32);
+}
+
+/// Reports progress; returns whether the engine took the report.
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+pub(crate) struct Report {
+    pub(crate) rows: u32,
+}
+
+impl Task for Report {
+    const NAME: &'static str = "report";
+    type Output = bool;
+}
+
 /// Waits at a barrier or a gate the test holds, per queue: for concurrency checks.
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
 pub(crate) struct Hold {

@@ -25,6 +25,9 @@ pub(crate) const LOWEST_PRIORITY: u8 = 9;
 /// Header carrying tasklib's retry budget (Celery keeps it on the task class, not the
 /// message); Celery workers ignore it.
 pub(crate) const MAX_RETRIES_HEADER: &str = "tasklib_max_retries";
+/// Header counting the times a task snoozed (`TaskError::snooze`), which use no retry but are
+/// attempts; Celery workers ignore it.
+pub(crate) const SNOOZES_HEADER: &str = "tasklib_snoozes";
 /// Header carrying a chain step's position, set by tasklib (Celery has none).
 pub(crate) const STEP_HEADER: &str = "tasklib_chain_step";
 

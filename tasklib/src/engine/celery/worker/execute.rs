@@ -18,7 +18,7 @@ use crate::Result;
 use crate::attempt::{self, Write};
 use crate::engine::celery::meta::{EXC_MODULE, Meta, State, exception, meta_key};
 use crate::engine::celery::protocol::{
-    DecodeError, Incoming, MAX_RETRIES_HEADER, Outgoing, STEP_HEADER, Signature,
+    DecodeError, Incoming, MAX_RETRIES_HEADER, Outgoing, SNOOZES_HEADER, STEP_HEADER, Signature,
 };
 use crate::engine::celery::submit::{encode, to_json};
 use crate::task::{TaskContext, TaskError};
@@ -89,6 +89,7 @@ async fn run(
     };
     let info = &registered.info;
     let retries = headers.retries;
+    let snoozes = snoozes(headers);
     let max_retries = headers
         .extra
         .get(MAX_RETRIES_HEADER)
@@ -119,7 +120,7 @@ async fn run(
             .delivery_info
             .routing_key
             .clone(),
-        attempt: retries + 1,
+        attempt: retries + snoozes + 1,
         retry_count: retries,
         max_retries,
         worker_id: shared.config.worker_id().to_owned(),
@@ -130,7 +131,7 @@ async fn run(
     shared.emit(WorkerEvent::TaskStarted {
         id,
         name: headers.task.clone(),
-        attempt: retries + 1,
+        attempt: retries + snoozes + 1,
     });
     let outcome = match task_args(&incoming.body.0, &incoming.body.1) {
         Ok(args) => attempt::run(registered.handler.as_ref(), args, ctx, timeout).await,
@@ -209,7 +210,14 @@ async fn finish(
         Write::Snooze(delay) => {
             // Sent again with its retry count unchanged: Celery's `retry` with a countdown
             // that does not count.
-            let again = retry_message(incoming, retries, delay)?;
+            let mut snoozed = incoming.clone();
+            let count = snoozes(&snoozed.envelope.headers) + 1;
+            snoozed
+                .envelope
+                .headers
+                .extra
+                .insert(SNOOZES_HEADER.to_owned(), json!(count));
+            let again = retry_message(&snoozed, retries, delay)?;
             let key = crate::engine::celery::protocol::list_key(
                 &incoming.envelope.properties.delivery_info.routing_key,
                 incoming.envelope.properties.priority,
@@ -329,6 +337,16 @@ fn next_step(
 
 /// The same message again for its next attempt: `retries` and `eta` set, a new delivery tag,
 /// everything else as it came.
+/// How many times the task snoozed before this delivery.
+fn snoozes(headers: &crate::engine::celery::protocol::Headers) -> u32 {
+    headers
+        .extra
+        .get(SNOOZES_HEADER)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 fn retry_message(incoming: &Incoming, retries: u32, delay: Duration) -> Result<String> {
     let mut envelope = incoming.envelope.clone();
     envelope.headers.retries = retries;
