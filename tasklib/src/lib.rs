@@ -86,7 +86,8 @@
 //! all at once and returns their [`ChainIds`] ([Chains](#chains) has the rule).
 //!
 //! **Reading tasks back (PostgreSQL).** [`TaskRecord`] is every stored fact about a task, in a
-//! [`TaskState`] ([`ParseTaskStateError`] when parsing one fails); [`TaskFilter`] selects tasks
+//! [`TaskState`] ([`ParseTaskStateError`] when parsing one fails), with its failed attempts
+//! as [`AttemptError`]s; [`TaskFilter`] selects tasks
 //! for [`TaskLib::list_tasks`] (at most [`MAX_LIST_LIMIT`] at a time, [`DEFAULT_LIST_LIMIT`]
 //! by default); [`TaskCounts`] and [`QueueStatus`] count them. [`TaskLib::cancel`] returns a
 //! [`CancelOutcome`].
