@@ -244,6 +244,8 @@ impl Command {
             Command::Retry(_) => Some("retry"),
             Command::Cancel { .. } => Some("cancel"),
             Command::Delete { .. } => Some("delete"),
+            Command::Pause { .. } => Some("pause"),
+            Command::Resume { .. } => Some("resume"),
             Command::Prune(_) => Some("prune"),
             Command::Submit(_) | Command::Result(_) => None,
         }
@@ -319,6 +321,14 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
                 CancelOutcome::Requested => println!("{id} is running: cancellation requested"),
                 _ => println!("{id}: cancel recorded"),
             }
+        }
+        Command::Pause { queue } => {
+            connect(engine).await?.pause_queue(&queue).await?;
+            println!("paused queue {queue}: it takes submits and runs nothing until resumed");
+        }
+        Command::Resume { queue } => {
+            connect(engine).await?.resume_queue(&queue).await?;
+            println!("resumed queue {queue}");
         }
         Command::Delete { id } => {
             let id = parse_id(&id)?;
@@ -404,6 +414,7 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
                     "queue": q.queue,
                     "counts": q.counts,
                     "oldest_pending_age_seconds": q.oldest_pending_age.map(|d| d.as_secs_f64()),
+                    "paused": q.paused,
                 })
             })
             .collect();
@@ -427,6 +438,7 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
                 c.failed_permanent.to_string(),
                 c.cancelled.to_string(),
                 q.oldest_pending_age.map(age).unwrap_or_else(|| "-".into()),
+                if q.paused { "paused" } else { "running" }.to_owned(),
             ]
         })
         .collect();
@@ -440,6 +452,7 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
             "FAILED",
             "CANCELLED",
             "OLDEST DUE",
+            "STATE",
         ],
         &rows,
     );

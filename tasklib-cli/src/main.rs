@@ -70,6 +70,16 @@ enum Command {
         /// The task id.
         id: String,
     },
+    /// Pause a queue across every worker: it takes submits and runs nothing until resumed.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// Delete one task in any state but running (or a whole chain, by its id).
     Delete {
         /// The task (or chain) id.

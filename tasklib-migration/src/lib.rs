@@ -31,6 +31,7 @@ mod m20261130_000001_lean_indexes;
 mod m20261202_000001_chains_and_waits;
 mod m20261203_000001_schema_channels;
 mod m20261204_000002_progress_and_errors;
+mod m20261204_000003_queue_pauses;
 
 /// Runs `statements` in order on the migration's connection: the body of migrations that are
 /// a list of SQL statements each way.
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_chains_and_waits::Migration),
             Box::new(m20261203_000001_schema_channels::Migration),
             Box::new(m20261204_000002_progress_and_errors::Migration),
+            Box::new(m20261204_000003_queue_pauses::Migration),
         ]
     }
 

@@ -510,6 +510,29 @@ impl TaskLib {
         admin::retry(self.postgres(Capability::Admin)?.db(), id, true).await
     }
 
+    /// Pauses queue `queue` across the cluster: it keeps taking submits, and no worker starts
+    /// any of its tasks until [`resume_queue`](Self::resume_queue); tasks already running
+    /// finish. Persisted in the database (table `tasklib_queues`), so it holds for pools that
+    /// start later and across restarts. Every pool hears of it through a notification at
+    /// once (within a heartbeat, `lock_timeout / 3`, when it has no listening connection).
+    /// Pausing a paused queue, or one with no task yet, is fine. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for an empty name; [`Error::Database`] when the write fails;
+    /// [`Error::Unsupported`] on other engines.
+    pub async fn pause_queue(&self, queue: &str) -> Result<()> {
+        admin::set_paused(self.postgres(Capability::Admin)?.db(), queue, true).await
+    }
+
+    /// Resumes a paused queue: its tasks run again, at once. Resuming a queue that is not
+    /// paused does nothing. PostgreSQL only.
+    ///
+    /// # Errors
+    /// As [`pause_queue`](Self::pause_queue).
+    pub async fn resume_queue(&self, queue: &str) -> Result<()> {
+        admin::set_paused(self.postgres(Capability::Admin)?.db(), queue, false).await
+    }
+
     /// Deletes a task in any state but running; given a chain's id, every step of the chain
     /// (if none is running). Returns how many rows went. PostgreSQL only.
     ///

@@ -116,7 +116,8 @@
 //! [`MIGRATION_LOCK_KEY`]; [`migration`] is the migration crate itself, and [`entity`] the
 //! SeaORM entity of the `tasks` table. The notification channels are
 //! [`NEW_TASKS_CHANNEL`] (new work, per queue), [`CANCEL_CHANNEL`] (cancel requests for running
-//! tasks) and [`DONE_CHANNEL`] (finished tasks someone waits for).
+//! tasks), [`DONE_CHANNEL`] (finished tasks someone waits for) and [`QUEUES_CHANNEL`] (a
+//! queue paused or resumed).
 //!
 //! **Errors.** [`Error`] is every failure, typed, and [`Result`] is tasklib's result type.
 //!
@@ -183,7 +184,7 @@ pub use engine::postgres::migrate::{
     MIGRATION_LOCK_KEY, migrate, migration_lock_key, pending_migrations,
 };
 pub use engine::postgres::wait::DONE_CHANNEL;
-pub use engine::postgres::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
+pub use engine::postgres::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL, QUEUES_CHANNEL};
 pub use error::{Error, Result};
 pub use handler::{BlockingHandler, Handler};
 pub use query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, QueueStatus, TaskCounts, TaskFilter};

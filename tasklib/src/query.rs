@@ -113,4 +113,7 @@ pub struct QueueStatus {
     pub counts: TaskCounts,
     /// How long the oldest pending task that is due has waited: how far behind the queue is.
     pub oldest_pending_age: Option<std::time::Duration>,
+    /// Paused ([`TaskLib::pause_queue`](crate::TaskLib::pause_queue)): it takes submits and
+    /// runs nothing.
+    pub paused: bool,
 }

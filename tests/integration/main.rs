@@ -28,6 +28,7 @@ mod logging;
 mod migrations;
 mod notify;
 mod operability;
+mod pauses;
 mod pooler;
 mod queues;
 mod schema;

@@ -90,6 +90,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261202_000001_chains_and_waits".to_owned(),
             "m20261203_000001_schema_channels".to_owned(),
             "m20261204_000002_progress_and_errors".to_owned(),
+            "m20261204_000003_queue_pauses".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;

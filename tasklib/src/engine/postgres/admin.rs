@@ -301,6 +301,53 @@ pub(crate) async fn retry_failed<C: ConnectionTrait>(
     Ok(row.map_or(0, |r| u64::try_from(r.requeued).unwrap_or(0)))
 }
 
+/// Pauses queue `$1` (a row in `tasklib_queues`, kept if already paused) and tells every
+/// worker pool (`tasks_queues`, payload `paused <queue>`).
+const PAUSE: &str = r#"
+WITH paused AS (
+    INSERT INTO tasklib_queues AS q (queue, paused_at) VALUES ($1, now())
+    ON CONFLICT (queue) DO UPDATE SET paused_at = COALESCE(q.paused_at, now())
+    RETURNING q.queue
+)
+SELECT count(pg_notify(tasklib_channel('tasks_queues'), 'paused ' || queue)) AS notified FROM paused
+"#;
+
+/// Resumes queue `$1`, telling every pool (`tasks_queues`, payload `resumed <queue>`) and
+/// waking its producers
+/// (`tasks_new`); a queue that was not paused is left as it is.
+const RESUME: &str = r#"
+WITH resumed AS (
+    UPDATE tasklib_queues SET paused_at = NULL
+    WHERE queue = $1 AND paused_at IS NOT NULL
+    RETURNING queue
+)
+SELECT count(pg_notify(tasklib_channel('tasks_queues'), 'resumed ' || queue))
+       + count(pg_notify(tasklib_channel('tasks_new'), queue)) AS notified
+FROM resumed
+"#;
+
+/// Pauses (`pause`) or resumes queue `queue`.
+pub(crate) async fn set_paused<C: ConnectionTrait>(
+    conn: &C,
+    queue: &str,
+    pause: bool,
+) -> Result<()> {
+    if queue.trim().is_empty() {
+        return Err(Error::InvalidOption {
+            option: "queue",
+            reason: "the queue name must not be empty".to_owned(),
+        });
+    }
+    let sql = if pause { PAUSE } else { RESUME };
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [queue.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// One batch: the oldest finished rows of the given states, skipping any a concurrent pruner
 /// holds. Uses `tasks_finished_idx` (finished rows by `completed_at`).
 const PRUNE: &str = r#"

@@ -5,7 +5,7 @@
 //! notify call.
 
 use super::wait::DONE_CHANNEL;
-use super::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
+use super::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL, QUEUES_CHANNEL};
 
 /// One schema's channels, each quoted for `LISTEN` by [`Channels::listen`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +13,7 @@ pub(crate) struct Channels {
     pub(crate) new: String,
     pub(crate) cancel: String,
     pub(crate) done: String,
+    pub(crate) queues: String,
 }
 
 impl Channels {
@@ -26,6 +27,7 @@ impl Channels {
             new: name(NEW_TASKS_CHANNEL),
             cancel: name(CANCEL_CHANNEL),
             done: name(DONE_CHANNEL),
+            queues: name(QUEUES_CHANNEL),
         }
     }
 

@@ -105,6 +105,7 @@ pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<Que
                 queue: row.queue.clone(),
                 counts: TaskCounts::default(),
                 oldest_pending_age: None,
+                paused: false,
             });
         }
         let Some(status) = out.last_mut() else {
@@ -125,7 +126,31 @@ pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<Que
             status.oldest_pending_age = Some(status.oldest_pending_age.map_or(age, |a| a.max(age)));
         }
     }
+    // Paused queues, listed even when they hold no task yet.
+    let paused = PausedRow::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT queue FROM tasklib_queues WHERE paused_at IS NOT NULL",
+    ))
+    .all(conn)
+    .await?;
+    for PausedRow { queue } in paused {
+        match out.iter_mut().find(|q| q.queue == queue) {
+            Some(status) => status.paused = true,
+            None => out.push(QueueStatus {
+                queue,
+                counts: TaskCounts::default(),
+                oldest_pending_age: None,
+                paused: true,
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(out)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct PausedRow {
+    queue: String,
 }
 
 /// Counts by state, over all queues.

@@ -25,6 +25,9 @@ use crate::worker::WorkerEvent;
 pub const NEW_TASKS_CHANNEL: &str = "tasks_new";
 /// Channel announcing cancellation requests for running tasks; the payload is the task id.
 pub const CANCEL_CHANNEL: &str = "tasks_cancel";
+/// Channel announcing that a queue was paused or resumed; the payload is `paused <queue>` or
+/// `resumed <queue>`.
+pub const QUEUES_CHANNEL: &str = "tasks_queues";
 
 pub(crate) async fn run(pool: Arc<PoolShared>) {
     let mut shutdown = pool.lifeline.on_stop();
@@ -66,7 +69,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
 
 /// Connects, listens, and dispatches until the connection ends. `Ok` carries why a working
 /// session ended; `Err` why it could not start.
-async fn listen_once(pool: &PoolShared, url: &RedactedUrl) -> Result<String, String> {
+async fn listen_once(pool: &Arc<PoolShared>, url: &RedactedUrl) -> Result<String, String> {
     // With the same TLS settings as the pool (`sslmode`, `sslrootcert` in the URL).
     let (client, mut connection) = tls::connect(url).await.map_err(|e| e.reason())?;
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
@@ -86,13 +89,19 @@ async fn listen_once(pool: &PoolShared, url: &RedactedUrl) -> Result<String, Str
         }
         "connection closed by the server".to_owned()
     });
-    let listen = Channels::listen(&[&pool.channels.new, &pool.channels.cancel]);
+    let listen = Channels::listen(&[
+        &pool.channels.new,
+        &pool.channels.cancel,
+        &pool.channels.queues,
+    ]);
     if let Err(error) = client.batch_execute(&listen).await {
         driver.abort();
         return Err(crate::task::error_chain(&error));
     }
     tracing::info!("notification listener connected");
     pool.emit(WorkerEvent::ListenerConnected);
+    // A pause or resume sent while it was away is gone too.
+    tokio::spawn(super::pauses::refresh(Arc::clone(pool)));
     pool.wake_all();
     while let Some(message) = messages.recv().await {
         if let AsyncMessage::Notification(note) = message {
@@ -103,8 +112,25 @@ async fn listen_once(pool: &PoolShared, url: &RedactedUrl) -> Result<String, Str
     Ok(driver.await.unwrap_or_else(|e| e.to_string()))
 }
 
-fn dispatch(pool: &PoolShared, channel: &str, payload: &str) {
-    if channel == pool.channels.new {
+fn dispatch(pool: &Arc<PoolShared>, channel: &str, payload: &str) {
+    if channel == pool.channels.queues {
+        // Applied at once, before any later notification (a submit's `tasks_new`) is
+        // handled; the refresh then reads the table, which has the last word.
+        if let Some((change, name)) = payload.split_once(' ')
+            && let Some(queue) = pool.queues.get(name)
+        {
+            let paused = change == "paused";
+            pool.pause_changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let was = queue
+                .paused
+                .swap(paused, std::sync::atomic::Ordering::SeqCst);
+            if was && !paused {
+                queue.wake.notify_one();
+            }
+            tokio::spawn(super::pauses::refresh(Arc::clone(pool)));
+        }
+    } else if channel == pool.channels.new {
         if let Some(queue) = pool.queues.get(payload) {
             queue.wake.notify_one();
         }

@@ -25,7 +25,10 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
     loop {
         tokio::select! {
             _ = retention.tick(), if !pool.retention.is_empty() && !pool.is_shutting_down() => prune(&pool).await,
-            _ = heartbeat.tick() => beat(&pool).await,
+            _ = heartbeat.tick() => {
+                beat(&pool).await;
+                super::pauses::refresh(Arc::clone(&pool)).await;
+            }
             _ = &mut rescue_sleep => {
                 rescue(&pool).await;
                 rescue_sleep.as_mut().reset(tokio::time::Instant::now() + pool.jittered_poll());

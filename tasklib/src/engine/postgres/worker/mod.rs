@@ -14,6 +14,7 @@ mod executor;
 mod listener;
 mod maintenance;
 mod pace;
+mod pauses;
 mod pool;
 mod producer;
 pub(crate) mod sql;
@@ -28,7 +29,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use listener::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL};
+pub use listener::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL, QUEUES_CHANNEL};
 
 use crate::config::Config;
 use crate::registry::Registry;
@@ -63,6 +64,7 @@ pub(crate) fn spawn(
                     group: Arc::clone(&group),
                     slot_freed,
                     finished: Default::default(),
+                    paused: Default::default(),
                 }),
             );
         }
@@ -94,6 +96,8 @@ pub(crate) fn spawn(
         unwritten,
         left: Notify::new(),
         claimed_ahead: Default::default(),
+        pauses_loaded: Default::default(),
+        pause_changes: Default::default(),
         db,
         listen_url: config.notification_url().cloned(),
         channels: crate::engine::postgres::channels::Channels::of(config.schema()),

@@ -1,7 +1,7 @@
 //! State shared by the parts of one worker pool.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub(crate) struct QueueState {
     /// Handlers of this queue that returned since the pool started: the producer's measure
     /// of throughput.
     pub(crate) finished: AtomicU64,
+    /// Paused in the database ([`pauses`](super::pauses)): the producer claims nothing and
+    /// starts none of the rows it claimed ahead.
+    pub(crate) paused: AtomicBool,
 }
 
 /// Slots shared by some queues of a pool.
@@ -100,6 +103,11 @@ pub(crate) struct PoolShared {
     pub(crate) left: Notify,
     /// Tasks of `in_flight` claimed ahead, waiting in a producer's buffer for a slot.
     pub(crate) claimed_ahead: AtomicUsize,
+    /// Set once the paused queues were first read; producers wait for it before claiming.
+    pub(crate) pauses_loaded: tokio::sync::OnceCell<()>,
+    /// Pause notifications applied so far: a read of the table that began before one of them
+    /// is older than the flags, and is dropped.
+    pub(crate) pause_changes: AtomicU64,
 }
 
 /// Counters behind [`PoolStats`](super::PoolStats).

@@ -137,6 +137,12 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
     let mut marking: FuturesUnordered<MarkFuture> = FuturesUnordered::new();
     let mut releasing: Option<ReleaseFuture> = None;
     let mut in_line: Option<SlotFuture> = None;
+    // A queue paused before the pool started must not run a single task.
+    let shared = Arc::clone(&producer.pool);
+    tokio::select! {
+        _ = shared.pauses_loaded.get_or_init(|| super::pauses::refresh(Arc::clone(&shared))) => {}
+        _ = shutdown.changed() => {}
+    }
     loop {
         if *shutdown.borrow_and_update() {
             break;
@@ -251,7 +257,8 @@ impl Producer {
     /// is first served, so the next slot freed is its own, not taken at once for a row
     /// another queue claimed ahead.
     fn hungry(&self) -> bool {
-        self.may_have_work
+        !self.paused()
+            && self.may_have_work
             && self.held.is_none()
             && self.retry_at.is_none()
             && self.idle()
@@ -285,9 +292,18 @@ impl Producer {
         }
     }
 
+    /// The queue is paused: claim nothing, start nothing (rows claimed ahead go back once
+    /// they are stale).
+    fn paused(&self) -> bool {
+        self.queue.paused.load(Ordering::SeqCst)
+    }
+
     /// Takes slots free now for waiting rows, and marks those rows started (one statement
     /// for all, pushed onto `marking`); each starts when its mark is back.
     fn start_waiting(&mut self, marking: &mut FuturesUnordered<MarkFuture>) {
+        if self.paused() {
+            return;
+        }
         let mut starting = Vec::new();
         while !self.buffer.is_empty() {
             let Ok(slot) = Arc::clone(&self.queue.group.slots).try_acquire_owned() else {
@@ -363,7 +379,11 @@ impl Producer {
     /// needed within one round trip, less those already waiting. The free slots are
     /// reserved for it, so other queues of the group cannot take them meanwhile.
     fn next_claim(&mut self) -> Option<ClaimFuture> {
-        if !self.may_have_work || self.retry_at.is_some() || self.pool.is_shutting_down() {
+        if !self.may_have_work
+            || self.retry_at.is_some()
+            || self.pool.is_shutting_down()
+            || self.paused()
+        {
             if let Some(held) = self.held.take() {
                 self.queue.group.give_back(held);
             }

@@ -13,6 +13,10 @@
 ///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
 /// - `attempt` is the fencing token: every later write of this attempt names it.
 /// - It returns only what the executor reads, not `t.*`.
+/// - A paused queue (`tasklib_queues`) yields nothing: one primary-key probe of a small
+///   table per claim, evaluated once (an init plan), so that a claim decided before the pool
+///   heard of a pause cannot start a task submitted after it. The producer also stops
+///   claiming as soon as the notification arrives.
 /// - Only the first `$6` rows (the producer's free slots) are marked started (`started_at`);
 ///   the rest are claimed ahead and wait in the producer's buffer until [`MARK_STARTED`]. A
 ///   row whose lock expires before it started goes back without counting as an attempt (see
@@ -28,6 +32,8 @@ WITH picked AS MATERIALIZED (
       AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
       AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($5::timestamptz, now())
       AND name = ANY($2::text[])
+      AND NOT EXISTS (SELECT 1 FROM tasklib_queues AS p
+                      WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
     ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED

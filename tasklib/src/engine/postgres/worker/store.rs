@@ -214,6 +214,21 @@ pub(crate) async fn set_progress(
     Ok(written.len() == 1)
 }
 
+/// Which of `queues` are paused.
+pub(crate) async fn paused_queues(db: &Db, queues: Vec<String>) -> Result<Vec<String>> {
+    let statement = stmt(
+        "SELECT queue FROM tasklib_queues WHERE queue = ANY($1::text[]) AND paused_at IS NOT NULL",
+        vec![queues.into()],
+    );
+    let rows = QueueRow::find_by_statement(statement).all(db).await?;
+    Ok(rows.into_iter().map(|r| r.queue).collect())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct QueueRow {
+    queue: String,
+}
+
 /// Writes a cancellation decided by the handler (or asked for while it ran).
 pub(crate) async fn cancelled(db: &Db, attempt: &AttemptRef, reason: &str) -> Result<bool> {
     let mut values = attempt.fence();
