@@ -28,7 +28,8 @@ pub struct TaskRecord {
     pub result: Option<Value>,
     /// The last error, with its causes.
     pub error: Option<String>,
-    /// Retries granted so far.
+    /// Retries started so far (a retry counts when claimed); at least `max_retries` once the
+    /// task failed for good.
     pub retry_count: u32,
     /// Retries allowed.
     pub max_retries: u32,

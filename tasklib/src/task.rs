@@ -150,7 +150,8 @@ impl TaskContext {
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
-    /// Retries granted before this attempt.
+    /// Retries started, this attempt included when it is one: 0 on the first attempt, *n* on
+    /// retry *n*.
     pub fn retry_count(&self) -> u32 {
         self.retry_count
     }

@@ -96,7 +96,13 @@ async fn bad_rows_and_bad_handlers_fail_their_task_and_the_worker_carries_on() -
             assert_eq!(task.state, TaskState::Failed, "{label}: {task:?}");
             assert!(task.is_terminal(), "{label}: {task:?}");
             assert_eq!(task.attempt, attempts, "{label}: attempts");
-            assert_eq!(task.retry_count, attempts - 1, "{label}: retries");
+            // Failed for good: the retries count as used, even those a permanent failure
+            // skipped (so `retry_count >= max_retries` finds every dead letter).
+            assert_eq!(task.retry_count, task.max_retries, "{label}: retries");
+            assert!(
+                attempts == 1 || attempts == task.max_retries + 1,
+                "{label}: attempts"
+            );
             assert!(task.locked_until.is_none(), "{label}: still locked");
             let message = task.error.unwrap_or_default();
             for part in error {

@@ -26,6 +26,7 @@ mod handler_extras;
 mod inspect;
 mod logging;
 mod migrations;
+mod monitoring_queries;
 mod notify;
 mod operability;
 mod pauses;

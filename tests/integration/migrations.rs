@@ -91,6 +91,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261203_000001_schema_channels".to_owned(),
             "m20261204_000002_progress_and_errors".to_owned(),
             "m20261204_000003_queue_pauses".to_owned(),
+            "m20261204_000004_retry_count_at_claim".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;
@@ -204,5 +205,45 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
         [false; 3],
         "down restores the full indexes"
     );
+    Ok(())
+}
+
+/// `retry_count` moved from "retries granted" to "retries started": rows written under the
+/// old rule are carried over so that the monitoring queries read them right.
+#[tokio::test]
+async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
+    use tasklib_migration::{Migrator, MigratorTrait};
+
+    let db = TestDatabase::empty().await?;
+    let config = Config::builder(db.url()).run_migrations(false).build()?;
+    let tasks = TaskLib::connect_with(config).await?;
+    let all = Migrator::migrations().len();
+    let before = all - 1;
+    Migrator::up(tasks.db()?, Some(u32::try_from(before)?)).await?;
+    let client = raw(&db).await?;
+    // Under the old rule: waiting for retry 2 of 3 (two granted), failed for good by a
+    // permanent error with retries unused, failed for good with all used, and running retry 1.
+    client
+        .batch_execute(
+            "INSERT INTO tasks (id, name, args, state, retry_count, max_retries, attempt, next_retry_at)
+             VALUES ('00000000-0000-7000-8000-000000000001', 'a', '{}', 'failed', 2, 3, 2, now()),
+                    ('00000000-0000-7000-8000-000000000002', 'a', '{}', 'failed', 0, 3, 1, NULL),
+                    ('00000000-0000-7000-8000-000000000003', 'a', '{}', 'failed', 3, 3, 4, NULL),
+                    ('00000000-0000-7000-8000-000000000004', 'a', '{}', 'running', 1, 3, 2, NULL)",
+        )
+        .await?;
+    Migrator::up(tasks.db()?, None).await?;
+    let rows = client
+        .query("SELECT retry_count FROM tasks ORDER BY id", &[])
+        .await?;
+    let counts: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(counts, vec![1, 3, 3, 1]);
+
+    Migrator::down(tasks.db()?, Some(1)).await?;
+    let rows = client
+        .query("SELECT retry_count FROM tasks ORDER BY id", &[])
+        .await?;
+    let counts: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(counts, vec![2, 3, 3, 1], "down restores the waiting row");
     Ok(())
 }

@@ -133,9 +133,9 @@ async fn timeout_panic_and_permanent_errors_are_recorded_and_the_worker_goes_on(
     );
     let task = env.tasks.get_task(permanent).await?.ok_or("missing")?;
     assert_eq!(
-        (task.retry_count, task.attempt),
-        (0, 1),
-        "permanent: no retry despite 5 allowed"
+        (task.retry_count, task.attempt, task.next_retry_at),
+        (5, 1, None),
+        "permanent: no retry despite 5 allowed; the retries count as used"
     );
 
     // The pool survived all of it.

@@ -26,7 +26,8 @@ pub struct Model {
     pub result: Option<Json>,
     /// The last attempt's error, with its chain of causes.
     pub error: Option<String>,
-    /// Retries granted so far.
+    /// Retries started so far (a retry counts when claimed); at least `max_retries` once the
+    /// task failed for good.
     pub retry_count: i32,
     /// Retries allowed before the task fails for good.
     pub max_retries: i32,

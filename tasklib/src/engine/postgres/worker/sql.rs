@@ -12,6 +12,9 @@
 /// - The `WHERE` repeats the predicate of `tasks_claim_idx` word for word, so the partial
 ///   index is used and finished rows cost nothing; its column order serves the `ORDER BY`.
 /// - `attempt` is the fencing token: every later write of this attempt names it.
+/// - Claiming a failed task starts a retry, so `retry_count` counts it here, not at the
+///   failure: a task waiting for its retry keeps `retry_count < max_retries`, which is what
+///   the monitoring queries read (`docs/monitoring.md`).
 /// - It returns only what the executor reads, not `t.*`.
 /// - A paused queue (`tasklib_queues`) yields nothing: one primary-key probe of a small
 ///   table per claim, evaluated once (an init plan), so that a claim decided before the pool
@@ -46,6 +49,7 @@ SET state = 'running',
     started_at = CASE WHEN numbered.n <= $6 THEN COALESCE($5::timestamptz, now()) END,
     locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
     attempt = t.attempt + 1,
+    retry_count = t.retry_count + CASE WHEN t.state = 'failed' THEN 1 ELSE 0 END,
     next_retry_at = NULL,
     completed_at = NULL
 FROM numbered
@@ -134,8 +138,10 @@ FROM done
 "#;
 
 /// Records a failed attempt (fenced as [`COMPLETE_MANY`]). `$5` is the delay before the retry
-/// in seconds, or NULL for a terminal failure; a retry counts against `max_retries`. Returns
-/// the id when written.
+/// in seconds, or NULL for a terminal failure. A retry is counted when it is claimed
+/// ([`CLAIM`]); a failure for good sets `retry_count` to at least `max_retries`, whatever
+/// ended it, so `retry_count < max_retries` on a failed row always means "a retry is coming".
+/// Returns the id when written.
 ///
 /// Every statement that ends a task without success (this one, [`CANCELLED_BY_HANDLER`],
 /// [`RESCUE_EXPIRED`], and the client's cancel) ends the later steps of its chain too: they
@@ -152,7 +158,8 @@ WITH ended AS (
             t.errors || jsonb_build_object('attempt', t.attempt, 'error', $4::text,
                                            'worker', $2::text, 'at', COALESCE($6::timestamptz, now())),
             '$[last - 19 to last]'),
-        retry_count = retry_count + CASE WHEN $5::float8 IS NULL THEN 0 ELSE 1 END,
+        retry_count = CASE WHEN $5::float8 IS NULL THEN GREATEST(t.retry_count, t.max_retries)
+                           ELSE t.retry_count END,
         next_retry_at = COALESCE($6::timestamptz, now()) + make_interval(secs => $5::float8),
         completed_at = CASE WHEN $5::float8 IS NULL THEN COALESCE($6::timestamptz, now()) END
     WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'running'
@@ -233,13 +240,15 @@ RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
 /// Hands attempts `$3` of tasks `$1` (arrays of the same length), claimed by worker `$2` but
 /// never started, back to the queue, undoing the claim (at shutdown, and for rows claimed
 /// ahead that waited too long). Fenced like an outcome: a row rescued and claimed again since
-/// is left alone. The attempt does not count. Notifies each queue that got rows back, once,
-/// so idle workers take them at once; returns the ids released.
+/// is left alone. The attempt does not count, nor the retry the claim counted: a claimed
+/// retry goes back `failed`, due now, with `retry_count` one lower. Notifies each queue that
+/// got rows back, once, so idle workers take them at once; returns the ids released.
 pub(crate) const RELEASE: &str = r#"
 WITH released AS (
     UPDATE tasks AS t
     SET state = CASE WHEN t.retry_count > 0 THEN 'failed' ELSE 'pending' END,
         next_retry_at = CASE WHEN t.retry_count > 0 THEN now() END,
+        retry_count = GREATEST(t.retry_count - 1, 0),
         attempt = t.attempt - 1, worker_id = NULL, locked_until = NULL, started_at = NULL
     FROM unnest($1::uuid[], $3::int4[]) AS r(id, attempt)
     WHERE t.id = ANY($1::uuid[])
@@ -253,7 +262,8 @@ FROM released
 
 /// Rescues up to `$1` tasks whose lock expired (their worker died or stalled). A task that
 /// had started (`started_at` set): the lost attempt counts as a failure, so the task is
-/// retried at once if it has retries left and fails for good otherwise. A task only claimed
+/// retried at once if it has retries left and fails for good otherwise; one whose cancel was
+/// asked while it ran is cancelled, not retried. A task only claimed
 /// ahead, never started: it goes back as [`RELEASE`] would put it, and the attempt does not
 /// count (`returned`). `SKIP LOCKED` lets several pools rescue concurrently. The queues of
 /// tasks to run again are notified once each, so idle workers take them at once rather than
@@ -270,15 +280,19 @@ WITH expired AS MATERIALIZED (
     UPDATE tasks AS t
     SET state = CASE WHEN t.retry_count > 0 THEN 'failed' ELSE 'pending' END,
         next_retry_at = CASE WHEN t.retry_count > 0 THEN COALESCE($2::timestamptz, now()) END,
+        retry_count = GREATEST(t.retry_count - 1, 0),
         attempt = t.attempt - 1, worker_id = NULL, locked_until = NULL
     FROM expired
     WHERE t.id = expired.id AND t.started_at IS NULL
     RETURNING t.id, t.name, t.queue, expired.worker_id
 ), rescued AS (
     UPDATE tasks AS t
-    SET state = 'failed',
-        error = format('worker %s stopped heartbeating (died or stalled) during attempt %s; its lock expired at %s',
-                       t.worker_id, t.attempt, t.locked_until),
+    SET state = CASE WHEN t.cancel_requested_at IS NULL THEN 'failed' ELSE 'cancelled' END,
+        error = CASE WHEN t.cancel_requested_at IS NULL
+                     THEN format('worker %s stopped heartbeating (died or stalled) during attempt %s; its lock expired at %s',
+                                 t.worker_id, t.attempt, t.locked_until)
+                     ELSE format('cancelled: asked to stop while it ran, and worker %s stopped heartbeating during attempt %s',
+                                 t.worker_id, t.attempt) END,
         errors = jsonb_path_query_array(
             t.errors || jsonb_build_object(
                 'attempt', t.attempt, 'worker', t.worker_id, 'at', COALESCE($2::timestamptz, now()),
@@ -286,9 +300,10 @@ WITH expired AS MATERIALIZED (
                                 t.worker_id, t.attempt, t.locked_until)),
             '$[last - 19 to last]'),
         locked_until = NULL,
-        retry_count = t.retry_count + CASE WHEN t.retry_count < t.max_retries THEN 1 ELSE 0 END,
-        next_retry_at = CASE WHEN t.retry_count < t.max_retries THEN COALESCE($2::timestamptz, now()) END,
-        completed_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE COALESCE($2::timestamptz, now()) END
+        next_retry_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                             THEN COALESCE($2::timestamptz, now()) END,
+        completed_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                            THEN NULL ELSE COALESCE($2::timestamptz, now()) END
     FROM expired
     WHERE t.id = expired.id AND t.started_at IS NOT NULL
     RETURNING t.id, t.name, t.queue, t.worker_id, t.next_retry_at IS NOT NULL AS retrying,
