@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use tasklib::cli::EngineArgs;
 use tasklib::{
     CancelOutcome, SubmitOptions, TaskFilter, TaskLib, TaskRecord, TaskResult, TaskState,
-    TaskStatus,
+    TaskStatus, UniqueScope,
 };
 use uuid::Uuid;
 
@@ -145,6 +145,15 @@ pub(crate) struct SubmitArgs {
     /// Higher runs first among the due tasks of a queue. Defaults to 0.
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i32>,
+    /// Make the task unique by this key among tasks of its name: while one with the key is
+    /// unfinished, or within a window of `--unique-period`. A duplicate prints the existing
+    /// task's id and says so on stderr. PostgreSQL only.
+    #[arg(long, value_name = "KEY")]
+    unique_key: Option<String>,
+    /// With `--unique-key`: one task per key per window of this length (e.g. `1h`, aligned
+    /// on the epoch in UTC), whatever became of it, instead of while it is unfinished.
+    #[arg(long, value_parser = parse_period, value_name = "DURATION", requires = "unique_key")]
+    unique_period: Option<Duration>,
 }
 
 impl SubmitArgs {
@@ -158,6 +167,12 @@ impl SubmitArgs {
         }
         if let Some(priority) = self.priority {
             options = options.priority(priority);
+        }
+        if let Some(key) = &self.unique_key {
+            options = options.unique_key(key.clone());
+        }
+        if let Some(period) = self.unique_period {
+            options = options.unique_scope(UniqueScope::Period(period));
         }
         options
     }
@@ -193,6 +208,10 @@ fn parse_json_args(s: &str) -> std::result::Result<Value, String> {
 
 fn parse_delay(s: &str) -> std::result::Result<Duration, String> {
     tasklib::parse_duration("--delay", s).map_err(|e| e.to_string())
+}
+
+fn parse_period(s: &str) -> std::result::Result<Duration, String> {
+    tasklib::parse_duration("--unique-period", s).map_err(|e| e.to_string())
 }
 
 fn parse_wait(s: &str) -> std::result::Result<Duration, String> {
@@ -277,10 +296,16 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
         Command::Submit(args) => {
             let tasks = connect(engine).await?;
             let json_args = args.args.clone().unwrap_or_else(|| json!({}));
-            let id = tasks
-                .submit_by_name(&args.name, json_args, args.options())
+            let submitted = tasks
+                .submit_by_name_unique(&args.name, json_args, args.options())
                 .await?;
-            println!("{id}");
+            println!("{}", submitted.id);
+            if submitted.duplicate {
+                eprintln!(
+                    "duplicate: task {} holds this unique key; nothing was submitted",
+                    submitted.id
+                );
+            }
         }
         Command::Result(args) => {
             let id = parse_id(&args.id)?;
@@ -561,6 +586,14 @@ fn show(t: &TaskRecord, json: bool) {
                 .unwrap_or_else(|| "-".into()),
         ),
         ("tags", t.tags.to_string()),
+        (
+            "unique_key",
+            match (&t.unique_key, t.unique_window) {
+                (Some(key), Some(window)) => format!("{key} (window from {})", window.to_rfc3339()),
+                (Some(key), None) => format!("{key} (while unfinished)"),
+                (None, _) => "-".into(),
+            },
+        ),
         ("args", t.args.to_string()),
         (
             "result",

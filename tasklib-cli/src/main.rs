@@ -9,6 +9,7 @@
 //! tasklib cancel <id>
 //! tasklib prune --state completed --older-than 7d
 //! tasklib submit add_numbers --args '[15, 25]' [--queue Q] [--delay 10s] [--priority N]
+//!                [--unique-key KEY [--unique-period 1h]]
 //! tasklib result <id> [--wait 30s] [--json]
 //! ```
 //!

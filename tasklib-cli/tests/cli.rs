@@ -658,3 +658,117 @@ async fn the_engine_comes_from_the_flag_or_the_variable() -> TestResult {
     assert!(err.contains(&format!("cargo feature `{feature}`")), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn submit_with_a_unique_key_prints_the_holder_and_says_it_was_a_duplicate() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    let submit = |period: Option<&str>| {
+        let mut args = vec!["submit", "export", "--args", r#"{"report": "q3"}"#];
+        args.extend(["--unique-key", "q3"]);
+        if let Some(period) = period {
+            args.extend(["--unique-period", period]);
+        }
+        tasklib(&db, &args)
+    };
+    let first = submit(None)?;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stderr(&first), "", "a new task is not a duplicate");
+    let id: Uuid = stdout(&first).trim().parse()?;
+    let again = submit(None)?;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again).trim().parse::<Uuid>()?, id);
+    assert!(stderr(&again).contains("duplicate"), "{}", stderr(&again));
+
+    // Per period: another scope, so another task, then its duplicate.
+    let windowed = submit(Some("1h"))?;
+    let windowed_id: Uuid = stdout(&windowed).trim().parse()?;
+    assert_ne!(windowed_id, id);
+    let record = tasks.get_task(windowed_id).await?.ok_or("not submitted")?;
+    assert!(record.unique_window.is_some());
+    assert_eq!(
+        stdout(&submit(Some("1h"))?).trim().parse::<Uuid>()?,
+        windowed_id
+    );
+    let shown = stdout(&tasklib(&db, &["show", &id.to_string()])?);
+    assert!(shown.contains("q3 (while unfinished)"), "{shown}");
+
+    // A period without a key, or a bad one, is a bad command line.
+    assert_one_line_error(
+        &tasklib(&db, &["submit", "export", "--unique-period", "1h"])?,
+        2,
+    )?;
+    assert_one_line_error(
+        &tasklib(
+            &db,
+            &[
+                "submit",
+                "export",
+                "--unique-key",
+                "k",
+                "--unique-period",
+                "soon",
+            ],
+        )?,
+        2,
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pause_and_resume_show_in_status() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    tasks
+        .submit_with(
+            Export { report: "r".into() },
+            SubmitOptions::new().queue("reports"),
+        )
+        .await?;
+    let out = tasklib(&db, &["pause", "reports"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("paused queue reports"),
+        "{}",
+        stdout(&out)
+    );
+    // A queue with no task yet can be paused too, and is listed.
+    assert!(tasklib(&db, &["pause", "empty"])?.status.success());
+    let json: Value = serde_json::from_slice(&tasklib(&db, &["status", "--json"])?.stdout)?;
+    let queues = json["queues"].as_array().ok_or("no queues")?;
+    let paused = |name: &str| {
+        queues
+            .iter()
+            .find(|q| q["queue"] == name)
+            .map(|q| q["paused"].clone())
+    };
+    assert_eq!(paused("reports"), Some(json!(true)), "{json}");
+    assert_eq!(paused("empty"), Some(json!(true)), "{json}");
+    let table = stdout(&tasklib(&db, &["status"])?);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("reports") && l.contains("paused")),
+        "{table}"
+    );
+
+    assert!(tasklib(&db, &["resume", "reports"])?.status.success());
+    let json: Value = serde_json::from_slice(&tasklib(&db, &["status", "--json"])?.stdout)?;
+    let queues = json["queues"].as_array().ok_or("no queues")?;
+    let reports = queues
+        .iter()
+        .find(|q| q["queue"] == "reports")
+        .ok_or("reports missing")?;
+    assert_eq!(reports["paused"], json!(false), "{json}");
+    assert!(
+        tasks
+            .queue_status()
+            .await?
+            .iter()
+            .any(|q| q.queue == "empty" && q.paused)
+    );
+    // An empty queue name is refused, in one line that says why.
+    let err = assert_one_line_error(&tasklib(&db, &["pause", " "])?, 1)?;
+    assert!(err.contains("queue name must not be empty"), "{err}");
+    Ok(())
+}

@@ -183,11 +183,14 @@ pub enum Capability {
     /// Progress reported by a running handler
     /// ([`TaskContext::set_progress`](crate::TaskContext::set_progress)).
     Progress,
+    /// Unique tasks: a duplicate submit returns the existing task
+    /// ([`SubmitOptions::unique_key`](crate::SubmitOptions::unique_key)).
+    Unique,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Delay,
         Capability::Priority,
         Capability::Retries,
@@ -200,6 +203,7 @@ impl Capability {
         Capability::Admin,
         Capability::Chains,
         Capability::Progress,
+        Capability::Unique,
     ];
 
     /// A short lowercase name (`transactional_submit`).
@@ -217,6 +221,7 @@ impl Capability {
             Capability::Admin => "admin",
             Capability::Chains => "chains",
             Capability::Progress => "progress",
+            Capability::Unique => "unique",
         }
     }
 }

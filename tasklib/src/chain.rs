@@ -56,6 +56,9 @@ pub(crate) struct Step {
     /// The type's defaults when the step is typed (its arguments then checked already);
     /// by-name steps take defaults and checks from the registry at submit.
     pub(crate) defaults: Option<OwnedDefaults>,
+    /// The type's [`Task::unique_key`] of a typed first step: chain steps cannot be unique,
+    /// so a key here is refused at submit rather than ignored.
+    pub(crate) type_key: Option<String>,
 }
 
 impl StepArgs {
@@ -92,6 +95,7 @@ impl Chain {
                 args: StepArgs::Whole(value),
                 options: SubmitOptions::new(),
                 defaults: Some(OwnedDefaults::of::<T>()),
+                type_key: args.unique_key(),
             }],
             error,
         }
@@ -107,6 +111,7 @@ impl Chain {
                 args: StepArgs::Whole(args),
                 options: SubmitOptions::new(),
                 defaults: None,
+                type_key: None,
             }],
             error: None,
         }
@@ -120,6 +125,7 @@ impl Chain {
             args: StepArgs::Extra(extra.into_iter().collect()),
             options: SubmitOptions::new(),
             defaults: Some(OwnedDefaults::of::<T>()),
+            type_key: None,
         });
         self
     }
@@ -135,6 +141,7 @@ impl Chain {
             args: StepArgs::Extra(extra.into_iter().collect()),
             options: SubmitOptions::new(),
             defaults: None,
+            type_key: None,
         });
         self
     }

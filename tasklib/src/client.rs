@@ -22,6 +22,7 @@ use crate::registry::{Registry, TaskInfo};
 use crate::result::TaskResult;
 use crate::submit::{self, NewTask, OwnedDefaults, SubmitOptions, TypeDefaults};
 use crate::task::Task;
+use crate::unique::Submitted;
 use crate::worker::{TaskWorker, WorkerPool};
 use crate::{Error, Result, TaskState};
 
@@ -218,6 +219,37 @@ impl TaskLib {
     /// # Errors
     /// As [`submit`](Self::submit).
     pub async fn submit_with<T: Task>(&self, args: T, options: SubmitOptions) -> Result<Uuid> {
+        Ok(self.submit_unique(args, options).await?.id)
+    }
+
+    /// [`submit_with`](Self::submit_with), telling whether the task was a duplicate: with a
+    /// unique key ([`SubmitOptions::unique_key`] or [`Task::unique_key`]) in scope, nothing
+    /// is written and the existing task's id comes back with `duplicate: true`.
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # use validator::Validate;
+    /// # #[derive(Debug, Serialize, Deserialize, Validate)] struct Reindex { index: String }
+    /// # impl tasklib::Task for Reindex { const NAME: &'static str = "reindex"; type Output = (); }
+    /// use tasklib::{SubmitOptions, TaskLib};
+    ///
+    /// # async fn run(tasks: &TaskLib) -> tasklib::Result<()> {
+    /// let options = SubmitOptions::new().unique_key("products");
+    /// let first = tasks.submit_unique(Reindex { index: "products".into() }, options.clone()).await?;
+    /// let again = tasks.submit_unique(Reindex { index: "products".into() }, options).await?;
+    /// assert!(again.duplicate && again.id == first.id);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit); [`Error::Unsupported`] for a unique key on an engine
+    /// without unique tasks; [`Error::InvalidOption`] for an empty or over-long key.
+    pub async fn submit_unique<T: Task>(
+        &self,
+        args: T,
+        options: SubmitOptions,
+    ) -> Result<Submitted> {
         let row = self.prepare_typed(&args, None, &options)?;
         self.submit_one(row).await
     }
@@ -253,7 +285,7 @@ impl TaskLib {
     ) -> Result<Uuid> {
         let pg = self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_typed(&args, None, &options)?;
-        insert::insert_one(conn, pg.inserts(), row).await
+        Ok(insert::insert_one(conn, pg.inserts(), row).await?.id)
     }
 
     /// Validates every item, then submits them all at once: all or nothing. The options apply
@@ -284,7 +316,8 @@ impl TaskLib {
     ) -> Result<Vec<Uuid>> {
         let pg = self.postgres(Capability::TransactionalSubmit)?;
         let rows = self.prepare_many(items, &options)?;
-        insert::insert(conn, pg.inserts(), rows).await
+        let submitted = insert::insert(conn, pg.inserts(), rows).await?;
+        Ok(submitted.into_iter().map(|s| s.id).collect())
     }
 
     /// Submits a task by name with JSON arguments: for the CLI, other languages and generic
@@ -303,7 +336,7 @@ impl TaskLib {
         options: SubmitOptions,
     ) -> Result<Uuid> {
         let row = self.prepare_json(name, args, &options)?;
-        self.submit_one(row).await
+        Ok(self.submit_one(row).await?.id)
     }
 
     /// Submits task `name` whether or not this program registered it: for producers that
@@ -328,6 +361,20 @@ impl TaskLib {
         args: Value,
         options: SubmitOptions,
     ) -> Result<Uuid> {
+        Ok(self.submit_by_name_unique(name, args, options).await?.id)
+    }
+
+    /// [`submit_by_name`](Self::submit_by_name), telling whether the task was a duplicate of
+    /// one holding the same unique key (see [`submit_unique`](Self::submit_unique)).
+    ///
+    /// # Errors
+    /// As [`submit_by_name`](Self::submit_by_name).
+    pub async fn submit_by_name_unique(
+        &self,
+        name: &str,
+        args: Value,
+        options: SubmitOptions,
+    ) -> Result<Submitted> {
         if name.trim().is_empty() {
             return Err(Error::InvalidOption {
                 option: "name",
@@ -335,7 +382,8 @@ impl TaskLib {
             });
         }
         if self.inner.registry.get(name).is_some() {
-            return self.submit_json(name, args, options).await;
+            let row = self.prepare_json(name, args, &options)?;
+            return self.submit_one(row).await;
         }
         if !(args.is_object() || args.is_array()) {
             return Err(Error::InvalidOption {
@@ -343,7 +391,7 @@ impl TaskLib {
                 reason: format!("must be a JSON object or array, got {args}"),
             });
         }
-        let row = self.prepare_row(name, args, TypeDefaults::untyped(), &options)?;
+        let row = self.prepare_row(name, args, TypeDefaults::untyped(), &options, None)?;
         self.submit_one(row).await
     }
 
@@ -360,7 +408,7 @@ impl TaskLib {
     ) -> Result<Uuid> {
         let pg = self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_json(name, args, &options)?;
-        insert::insert_one(conn, pg.inserts(), row).await
+        Ok(insert::insert_one(conn, pg.inserts(), row).await?.id)
     }
 
     /// Submits every step of a [`Chain`] at once (all or nothing) and returns the chain's id
@@ -391,18 +439,34 @@ impl TaskLib {
             }
             // Typed steps carry their defaults and were checked when built; by-name steps take
             // both from the registry (a first step's whole arguments are checked here).
-            let (defaults, args) = match step.defaults {
-                Some(defaults) => (defaults, step.args.into_value()),
+            let (defaults, args, type_key) = match step.defaults {
+                Some(defaults) => (defaults, step.args.into_value(), step.type_key),
                 None => {
                     let registered = self.registered(&step.name)?;
-                    let args = match step.args {
+                    let (args, key) = match step.args {
                         StepArgs::Whole(args) => (registered.check)(&step.name, args)?,
-                        extra => extra.into_value(),
+                        extra => (extra.into_value(), None),
                     };
-                    (OwnedDefaults::of_info(&registered.info), args)
+                    (OwnedDefaults::of_info(&registered.info), args, key)
                 }
             };
-            steps.push(self.prepare_row(&step.name, args, defaults.borrowed(), &step.options)?);
+            let row = self.prepare_row(
+                &step.name,
+                args,
+                defaults.borrowed(),
+                &step.options,
+                type_key,
+            )?;
+            if row.unique.is_some() {
+                return Err(Error::InvalidOption {
+                    option: "unique_key",
+                    reason: format!(
+                        "step {index} of the chain has a unique key: chain steps cannot be \
+                         unique (submit a unique task that starts the chain instead)"
+                    ),
+                });
+            }
+            steps.push(row);
         }
         let chain = NewChain {
             id: Uuid::now_v7(),
@@ -575,12 +639,14 @@ impl TaskLib {
     }
 
     async fn submit_rows(&self, rows: Vec<NewTask>) -> Result<Vec<Uuid>> {
-        self.inner.engine.submit(rows).await
+        let submitted = self.inner.engine.submit(rows).await?;
+        Ok(submitted.into_iter().map(|s| s.id).collect())
     }
 
-    async fn submit_one(&self, row: NewTask) -> Result<Uuid> {
-        let ids = self.inner.engine.submit(vec![row]).await?;
-        ids.into_iter()
+    async fn submit_one(&self, row: NewTask) -> Result<Submitted> {
+        let submitted = self.inner.engine.submit(vec![row]).await?;
+        submitted
+            .into_iter()
             .next()
             .ok_or(Error::Database(sea_orm::DbErr::RecordNotInserted))
     }
@@ -596,8 +662,14 @@ impl TaskLib {
 
     fn prepare_json(&self, name: &str, args: Value, options: &SubmitOptions) -> Result<NewTask> {
         let registered = self.registered(name)?;
-        let args = (registered.check)(name, args)?;
-        self.prepare_row(name, args, TypeDefaults::of_info(&registered.info), options)
+        let (args, key) = (registered.check)(name, args)?;
+        self.prepare_row(
+            name,
+            args,
+            TypeDefaults::of_info(&registered.info),
+            options,
+            key,
+        )
     }
 
     fn prepare_many<T: Task>(
@@ -627,7 +699,13 @@ impl TaskLib {
             task: T::NAME.to_owned(),
             source,
         })?;
-        self.prepare_row(T::NAME, json, TypeDefaults::of::<T>(), options)
+        self.prepare_row(
+            T::NAME,
+            json,
+            TypeDefaults::of::<T>(),
+            options,
+            args.unique_key(),
+        )
     }
 
     /// The checks every submit shares: what the engine honours, then the row's own.
@@ -637,9 +715,16 @@ impl TaskLib {
         args: Value,
         defaults: TypeDefaults<'_>,
         options: &SubmitOptions,
+        type_key: Option<String>,
     ) -> Result<NewTask> {
-        submit::check_capabilities(self.backend_type(), self.capabilities(), defaults, options)?;
-        submit::prepare(&self.inner.config, name, args, defaults, options)
+        submit::check_capabilities(
+            self.backend_type(),
+            self.capabilities(),
+            defaults,
+            options,
+            type_key.as_deref(),
+        )?;
+        submit::prepare(&self.inner.config, name, args, defaults, options, type_key)
     }
 }
 

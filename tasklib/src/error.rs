@@ -227,6 +227,33 @@ pub enum Error {
         capability: crate::Capability,
     },
 
+    /// A unique task could be neither written nor matched to the task holding its key: the
+    /// holder finished each time between the two steps. Nothing was written; submitting
+    /// again is safe.
+    #[error(
+        "could not settle unique key `{key}` of task `{task}`: tasks holding it kept finishing \
+         while this submit ran; submit again"
+    )]
+    UniqueKeyContended {
+        /// The task name.
+        task: String,
+        /// The unique key.
+        key: String,
+    },
+
+    /// A task cannot be put back to run (retry, rerun) while another unfinished task of the
+    /// same name holds its unique key. Nothing was changed.
+    #[error(
+        "task {id} cannot run again now: an unfinished task of the same name holds its unique \
+         key `{key}`; wait for that task to finish, or cancel it, then try again"
+    )]
+    UniqueKeyTaken {
+        /// The task that was to run again.
+        id: uuid::Uuid,
+        /// Its unique key.
+        key: String,
+    },
+
     /// A result's value was asked for, but the task has none (it has not completed).
     #[error("task {id} has no value: it is {status}{}", error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
     NotCompleted {

@@ -76,7 +76,10 @@
 //!
 //! **Submitting.** [`SubmitOptions`]: delay, priority, queue, tags, retries and timeout per
 //! submit ([`DEFAULT_QUEUE`] is the queue of types that name none). [`TaskLib::submit_json`]
-//! submits by name with keyword or positional JSON arguments.
+//! submits by name with keyword or positional JSON arguments. A unique key (per submit, or
+//! [`Task::unique_key`] per type), for a [`UniqueScope`] and at most [`MAX_UNIQUE_KEY_BYTES`],
+//! makes a duplicate submit return the existing task; [`TaskLib::submit_unique`] returns
+//! [`Submitted`], which says so (PostgreSQL).
 //!
 //! **Results, the same on every engine.** [`TaskLib::get_result`] and
 //! [`TaskLib::wait_result`] return a [`TaskResult`], whose [`TaskStatus`] is pending, running,
@@ -90,7 +93,8 @@
 //! as [`AttemptError`]s; [`TaskFilter`] selects tasks
 //! for [`TaskLib::list_tasks`] (at most [`MAX_LIST_LIMIT`] at a time, [`DEFAULT_LIST_LIMIT`]
 //! by default); [`TaskCounts`] and [`QueueStatus`] count them. [`TaskLib::cancel`] returns a
-//! [`CancelOutcome`].
+//! [`CancelOutcome`]. [`TaskLib::pause_queue`] and [`TaskLib::resume_queue`] stop and restart
+//! a queue across every process.
 //!
 //! **Running tasks.** [`TaskWorker`] configures a pool (slots per queue, polling, retention,
 //! [`ClaimAhead`]) and [`WorkerPool`] is the running handle: [`PoolStats`] counts what it did,
@@ -166,6 +170,7 @@ mod retry;
 mod state;
 mod submit;
 mod task;
+mod unique;
 mod url;
 mod worker;
 
@@ -195,6 +200,7 @@ pub use retention::{DEFAULT_RETENTION_INTERVAL, PRUNE_BATCH, RetentionPolicy};
 pub use state::{ParseTaskStateError, TaskState};
 pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};
+pub use unique::{MAX_UNIQUE_KEY_BYTES, Submitted, UniqueScope};
 pub use url::RedactedUrl;
 pub use worker::{
     ClaimAhead, DEFAULT_CONCURRENCY, DEFAULT_MAX_OUTAGE, MAX_SLOTS, PoolFailure, PoolStats,

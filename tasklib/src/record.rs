@@ -68,6 +68,12 @@ pub struct TaskRecord {
     /// The failed attempts, oldest first: the last 20 (and [`error`](Self::error) holds the
     /// last one).
     pub errors: Vec<AttemptError>,
+    /// Its unique key ([`SubmitOptions::unique_key`](crate::SubmitOptions::unique_key)), if
+    /// any.
+    pub unique_key: Option<String>,
+    /// For a key unique per period ([`UniqueScope::Period`](crate::UniqueScope::Period)), the
+    /// start of the window it holds.
+    pub unique_window: Option<DateTime<Utc>>,
 }
 
 /// One failed attempt of a task, as kept in its history ([`TaskRecord::errors`]).
@@ -206,6 +212,8 @@ impl From<task::Model> for TaskRecord {
                     .collect(),
                 _ => Vec::new(),
             },
+            unique_key: m.unique_key,
+            unique_window: m.unique_window.map(utc),
         }
     }
 }

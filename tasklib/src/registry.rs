@@ -28,6 +28,8 @@ pub struct TaskInfo {
     pub timeout: Option<Duration>,
     /// [`Task::PRIORITY`].
     pub priority: i32,
+    /// [`Task::UNIQUE_SCOPE`].
+    pub unique_scope: crate::UniqueScope,
     /// Whether it runs on the blocking thread pool.
     pub blocking: bool,
 }
@@ -40,6 +42,7 @@ impl TaskInfo {
             max_retries: T::MAX_RETRIES,
             timeout: T::TIMEOUT,
             priority: T::PRIORITY,
+            unique_scope: T::UNIQUE_SCOPE,
             blocking,
         }
     }
@@ -51,12 +54,17 @@ pub(crate) trait ErasedHandler: Send + Sync {
     fn call(&self, args: Value, ctx: TaskContext) -> BoxFuture<'static, Result<Value, TaskError>>;
 }
 
+/// Arguments decoded and validated by name: their canonical JSON, and the type's unique key
+/// for them ([`Task::unique_key`]).
+pub(crate) type Checked = (Value, Option<String>);
+
 /// One registered task type.
 #[derive(Clone)]
 pub(crate) struct Registered {
     pub(crate) info: TaskInfo,
-    /// Decodes JSON into the argument type and validates it (for `submit_json`).
-    pub(crate) check: fn(&str, Value) -> Result<Value>,
+    /// Decodes JSON into the argument type and validates it (for `submit_json`); returns the
+    /// canonical JSON and the type's unique key for it.
+    pub(crate) check: fn(&str, Value) -> Result<Checked>,
     pub(crate) handler: Arc<dyn ErasedHandler>,
 }
 
@@ -153,8 +161,8 @@ impl Registry {
 
 /// Decodes `args` into `T`, validates it, and returns its canonical JSON (the form `T`
 /// serializes to, so defaults are filled in and unknown fields are dropped the same way a
-/// typed submit would).
-fn check_json<T: Task>(name: &str, args: Value) -> Result<Value> {
+/// typed submit would), with [`Task::unique_key`] of the decoded arguments.
+fn check_json<T: Task>(name: &str, args: Value) -> Result<Checked> {
     let typed: T = serde_json::from_value(args).map_err(|source| Error::ArgsMismatch {
         task: name.to_owned(),
         index: None,
@@ -165,10 +173,11 @@ fn check_json<T: Task>(name: &str, args: Value) -> Result<Value> {
         index: None,
         source,
     })?;
-    serde_json::to_value(&typed).map_err(|source| Error::Serialize {
+    let json = serde_json::to_value(&typed).map_err(|source| Error::Serialize {
         task: name.to_owned(),
         source,
-    })
+    })?;
+    Ok((json, typed.unique_key()))
 }
 
 /// Decodes and validates stored arguments. Failing to is permanent: the argument type changed

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::backend::{BackendType, Capabilities, Capability};
 use crate::config::Config;
 use crate::task::Task;
+use crate::unique::{UniqueKey, UniqueScope};
 use crate::{Error, Result};
 
 /// Options for one submit; anything left unset comes from the task type, then from
@@ -37,6 +38,8 @@ pub struct SubmitOptions {
     max_retries: Option<u32>,
     timeout: Option<Duration>,
     queue: Option<String>,
+    unique_key: Option<String>,
+    unique_scope: Option<UniqueScope>,
 }
 
 impl SubmitOptions {
@@ -104,6 +107,36 @@ impl SubmitOptions {
         self.queue = Some(queue.into());
         self
     }
+
+    /// Makes the task unique by `key` among tasks of its name, for the
+    /// [scope](Self::unique_scope) (by default while one is unfinished): a submit that finds
+    /// such a task writes nothing and returns that task's id
+    /// ([`TaskLib::submit_unique`](crate::TaskLib::submit_unique) also says it was a
+    /// duplicate). Enforced by a unique index, so concurrent submitters make one task.
+    /// Replaces the type's [`Task::unique_key`](crate::Task::unique_key). At most
+    /// [`MAX_UNIQUE_KEY_BYTES`](crate::MAX_UNIQUE_KEY_BYTES) bytes; PostgreSQL only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasklib::{SubmitOptions, UniqueScope};
+    ///
+    /// // At most one digest per user and hour, whatever becomes of it.
+    /// let options = SubmitOptions::new()
+    ///     .unique_key("digest:user-42")
+    ///     .unique_scope(UniqueScope::Period(Duration::from_secs(3600)));
+    /// ```
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// How long the unique key keeps duplicates out. Defaults to
+    /// [`Task::UNIQUE_SCOPE`](crate::Task::UNIQUE_SCOPE), which defaults to
+    /// [`UniqueScope::Unfinished`]. Has no effect without a key.
+    pub fn unique_scope(mut self, scope: UniqueScope) -> Self {
+        self.unique_scope = Some(scope);
+        self
+    }
 }
 
 /// Per-type defaults that options fall back to.
@@ -113,6 +146,7 @@ pub(crate) struct TypeDefaults<'a> {
     pub(crate) max_retries: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: i32,
+    pub(crate) unique_scope: UniqueScope,
 }
 
 /// [`TypeDefaults`] that own their queue name: a chain step's, kept until submit.
@@ -122,6 +156,7 @@ pub(crate) struct OwnedDefaults {
     pub(crate) max_retries: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: i32,
+    pub(crate) unique_scope: UniqueScope,
 }
 
 impl OwnedDefaults {
@@ -131,6 +166,7 @@ impl OwnedDefaults {
             max_retries: T::MAX_RETRIES,
             timeout: T::TIMEOUT,
             priority: T::PRIORITY,
+            unique_scope: T::UNIQUE_SCOPE,
         }
     }
 
@@ -140,6 +176,7 @@ impl OwnedDefaults {
             max_retries: info.max_retries,
             timeout: info.timeout,
             priority: info.priority,
+            unique_scope: info.unique_scope,
         }
     }
 
@@ -149,6 +186,7 @@ impl OwnedDefaults {
             max_retries: self.max_retries,
             timeout: self.timeout,
             priority: self.priority,
+            unique_scope: self.unique_scope,
         }
     }
 }
@@ -160,6 +198,7 @@ impl<'a> TypeDefaults<'a> {
             max_retries: T::MAX_RETRIES,
             timeout: T::TIMEOUT,
             priority: T::PRIORITY,
+            unique_scope: T::UNIQUE_SCOPE,
         }
     }
 
@@ -170,6 +209,7 @@ impl<'a> TypeDefaults<'a> {
             max_retries: None,
             timeout: None,
             priority: 0,
+            unique_scope: UniqueScope::Unfinished,
         }
     }
 
@@ -179,12 +219,13 @@ impl<'a> TypeDefaults<'a> {
             max_retries: info.max_retries,
             timeout: info.timeout,
             priority: info.priority,
+            unique_scope: info.unique_scope,
         }
     }
 }
 
 /// A checked row, ready for an engine to write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct NewTask {
     pub(crate) id: Uuid,
     pub(crate) name: String,
@@ -198,6 +239,8 @@ pub(crate) struct NewTask {
     /// (0: due now).
     pub(crate) delay_seconds: f64,
     pub(crate) tags: Value,
+    /// The unique key and its scope, when the submit or the type asked for one.
+    pub(crate) unique: Option<UniqueKey>,
 }
 
 /// What an engine must honour for this submit: refuses, never drops, an option the engine
@@ -208,6 +251,7 @@ pub(crate) fn check_capabilities(
     capabilities: Capabilities,
     defaults: TypeDefaults<'_>,
     options: &SubmitOptions,
+    type_key: Option<&str>,
 ) -> Result<()> {
     let asked = [
         (
@@ -224,6 +268,10 @@ pub(crate) fn check_capabilities(
         (
             Capability::Queues,
             options.queue.is_some() || defaults.queue != crate::DEFAULT_QUEUE,
+        ),
+        (
+            Capability::Unique,
+            options.unique_key.is_some() || type_key.is_some(),
         ),
     ];
     for (capability, wanted) in asked {
@@ -249,6 +297,7 @@ pub(crate) fn prepare(
     args: Value,
     defaults: TypeDefaults<'_>,
     options: &SubmitOptions,
+    type_key: Option<String>,
 ) -> Result<NewTask> {
     if let Some(reason) = &options.tags_error {
         return Err(Error::InvalidOption {
@@ -307,6 +356,13 @@ pub(crate) fn prepare(
             reason: "must be greater than zero".to_owned(),
         });
     }
+    let unique = match options.unique_key.clone().or(type_key) {
+        Some(key) => Some(UniqueKey::new(
+            key,
+            options.unique_scope.unwrap_or(defaults.unique_scope),
+        )?),
+        None => None,
+    };
     Ok(NewTask {
         id: Uuid::now_v7(),
         name: name.to_owned(),
@@ -318,6 +374,7 @@ pub(crate) fn prepare(
         scheduled_at: options.scheduled_at,
         delay_seconds: options.delay.map_or(0.0, |d| d.as_secs_f64()),
         tags,
+        unique,
     })
 }
 
@@ -412,10 +469,11 @@ mod tests {
             max_retries: None,
             timeout: None,
             priority: 0,
+            unique_scope: UniqueScope::Unfinished,
         };
         let none = Capabilities::none();
         let plain = SubmitOptions::new();
-        assert!(check_capabilities(BackendType::Celery, none, defaults, &plain).is_ok());
+        assert!(check_capabilities(BackendType::Celery, none, defaults, &plain, None).is_ok());
         for (options, lacking) in [
             (
                 SubmitOptions::new().delay(Duration::from_secs(1)),
@@ -429,19 +487,28 @@ mod tests {
             ),
             (SubmitOptions::new().tag("k", "v"), Capability::Tags),
             (SubmitOptions::new().queue("other"), Capability::Queues),
+            (SubmitOptions::new().unique_key("k"), Capability::Unique),
         ] {
-            match check_capabilities(BackendType::Celery, none, defaults, &options) {
+            match check_capabilities(BackendType::Celery, none, defaults, &options, None) {
                 Err(Error::Unsupported { capability, .. }) => assert_eq!(capability, lacking),
                 other => panic!("{options:?}: {other:?}"),
             }
             let with = none.with(lacking);
-            assert!(check_capabilities(BackendType::Celery, with, defaults, &options).is_ok());
+            assert!(
+                check_capabilities(BackendType::Celery, with, defaults, &options, None).is_ok()
+            );
         }
         let typed_priority = TypeDefaults {
             priority: 5,
             ..defaults
         };
-        assert!(check_capabilities(BackendType::Celery, none, typed_priority, &plain).is_err());
+        assert!(
+            check_capabilities(BackendType::Celery, none, typed_priority, &plain, None).is_err()
+        );
+        // A type's own unique key is asked for as much as a submit's.
+        assert!(
+            check_capabilities(BackendType::Celery, none, defaults, &plain, Some("k")).is_err()
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use validator::Validate;
 
 use crate::config::DEFAULT_QUEUE;
 use crate::progress::Progress;
+use crate::unique::UniqueScope;
 
 /// A boxed error, as handlers return them.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -59,6 +60,33 @@ pub trait Task: Serialize + DeserializeOwned + Validate + Send + 'static {
     const TIMEOUT: Option<Duration> = None;
     /// Priority for this type (higher runs first). Defaults to 0.
     const PRIORITY: i32 = 0;
+    /// How long the key of [`unique_key`](Self::unique_key) keeps duplicates out:
+    /// [`UniqueScope::Unfinished`] unless set. A submit's
+    /// [`SubmitOptions::unique_scope`](crate::SubmitOptions::unique_scope) wins.
+    const UNIQUE_SCOPE: UniqueScope = UniqueScope::Unfinished;
+    /// The unique key of these arguments, or `None` (the default) for no uniqueness: two
+    /// submits of the same type with the same key make one task (see
+    /// [`SubmitOptions::unique_key`](crate::SubmitOptions::unique_key), which wins over this).
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use validator::Validate;
+    /// #[derive(Debug, Serialize, Deserialize, Validate)]
+    /// struct SyncAccount { account_id: i64 }
+    ///
+    /// impl tasklib::Task for SyncAccount {
+    ///     const NAME: &'static str = "sync_account";
+    ///     type Output = ();
+    ///     // One sync per account at a time: submitting again while one is pending or
+    ///     // running returns that one.
+    ///     fn unique_key(&self) -> Option<String> {
+    ///         Some(self.account_id.to_string())
+    ///     }
+    /// }
+    /// ```
+    fn unique_key(&self) -> Option<String> {
+        None
+    }
     /// What a successful run returns; stored as `{"value": …}` in the `result` column.
     type Output: Serialize + Send + 'static;
 }

@@ -35,6 +35,7 @@ mod queues;
 mod schema;
 mod submit;
 mod tls;
+mod unique;
 mod worker_claiming;
 mod worker_execution;
 mod worker_recovery;

@@ -92,6 +92,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261204_000002_progress_and_errors".to_owned(),
             "m20261204_000003_queue_pauses".to_owned(),
             "m20261204_000004_retry_count_at_claim".to_owned(),
+            "m20261204_000005_unique_keys".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;
@@ -217,8 +218,11 @@ async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
     let db = TestDatabase::empty().await?;
     let config = Config::builder(db.url()).run_migrations(false).build()?;
     let tasks = TaskLib::connect_with(config).await?;
-    let all = Migrator::migrations().len();
-    let before = all - 1;
+    // Every migration before the one under test.
+    let before = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261204_000004_retry_count_at_claim")
+        .ok_or("migration missing")?;
     Migrator::up(tasks.db()?, Some(u32::try_from(before)?)).await?;
     let client = raw(&db).await?;
     // Under the old rule: waiting for retry 2 of 3 (two granted), failed for good by a
@@ -232,7 +236,7 @@ async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
                     ('00000000-0000-7000-8000-000000000004', 'a', '{}', 'running', 1, 3, 2, NULL)",
         )
         .await?;
-    Migrator::up(tasks.db()?, None).await?;
+    Migrator::up(tasks.db()?, Some(1)).await?;
     let rows = client
         .query("SELECT retry_count FROM tasks ORDER BY id", &[])
         .await?;

@@ -40,7 +40,7 @@ impl Engine for Detached {
         Capabilities::none()
     }
 
-    fn submit(&self, _: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Uuid>>> {
+    fn submit(&self, _: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<crate::Submitted>>> {
         Box::pin(async { Err(self.refused()) })
     }
 

@@ -28,6 +28,7 @@ use crate::control::CancelOutcome;
 use crate::registry::Registry;
 use crate::result::TaskResult;
 use crate::submit::NewTask;
+use crate::unique::Submitted;
 use crate::worker::{RunningPool, WorkerPlan};
 
 /// What an engine does. Futures are boxed so that the client can hold any engine as
@@ -41,7 +42,7 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug {
 
     /// Writes checked tasks, all or nothing, and returns their ids in order. One task is a
     /// batch of one.
-    fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Uuid>>>;
+    fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Submitted>>>;
 
     /// Writes a checked chain; every id is known when this returns.
     fn submit_chain(&self, chain: NewChain) -> BoxFuture<'_, Result<ChainIds>>;

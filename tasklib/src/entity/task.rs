@@ -66,6 +66,11 @@ pub struct Model {
     /// The failed attempts, oldest first, at most the last 20: a JSON array of
     /// `{"attempt", "error", "worker", "at"}`.
     pub errors: Json,
+    /// The unique key (`SubmitOptions::unique_key`, `Task::unique_key`), if any.
+    pub unique_key: Option<String>,
+    /// For a key unique per period: the start of the window it holds; NULL for a key unique
+    /// while the task is unfinished.
+    pub unique_window: Option<DateTimeWithTimeZone>,
 }
 
 /// `tasks` has no relations.

@@ -31,6 +31,7 @@ use crate::control::CancelOutcome;
 use crate::registry::Registry;
 use crate::result::TaskResult;
 use crate::submit::NewTask;
+use crate::unique::Submitted;
 use crate::worker::{RunningPool, WorkerPlan};
 use crate::{Error, RedactedUrl};
 use connection::Redis;
@@ -94,7 +95,7 @@ impl Engine for CeleryEngine {
             .with(Capability::Chains)
     }
 
-    fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Uuid>>> {
+    fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Submitted>>> {
         Box::pin(self.submit_tasks(tasks))
     }
 

@@ -12,6 +12,7 @@ use super::meta::{Meta, chain_key, meta_key};
 use super::protocol::{LOWEST_PRIORITY, MAX_RETRIES_HEADER, Outgoing, STEP_HEADER, Signature};
 use crate::chain::{ChainIds, NewChain};
 use crate::submit::NewTask;
+use crate::unique::Submitted;
 use crate::{Error, Result};
 
 /// tasklib's priority (higher first, 0 by default) as Celery's on Redis (0 highest, 9
@@ -65,12 +66,12 @@ impl CeleryEngine {
     }
 
     /// Writes the `PENDING` results, then the messages.
-    pub(crate) async fn submit_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Uuid>> {
+    pub(crate) async fn submit_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>> {
         let messages = tasks
             .iter()
             .map(|t| self.outgoing(t))
             .collect::<Result<Vec<_>>>()?;
-        let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+        let ids: Vec<Submitted> = tasks.iter().map(|t| Submitted::new(t.id)).collect();
         self.publish(&messages, None).await?;
         Ok(ids)
     }

@@ -219,7 +219,9 @@ pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<u64
 }
 
 /// Re-queues every task that failed for good, optionally only of one name and/or queue; one
-/// notification per queue. Chain steps go back as in [`RETRY_ONE`].
+/// notification per queue. Chain steps go back as in [`RETRY_ONE`]. A task unique while
+/// unfinished stays failed while another task holds its key; of several failed with the same
+/// key, the newest goes back.
 const RETRY_FAILED: &str = r#"
 WITH requeued AS (
     UPDATE tasks AS t
@@ -235,6 +237,20 @@ WITH requeued AS (
     WHERE t.state = 'failed' AND t.next_retry_at IS NULL
       AND ($1::text IS NULL OR t.name = $1)
       AND ($2::text IS NULL OR t.queue = $2)
+      AND (t.unique_key IS NULL OR t.unique_window IS NOT NULL OR (
+           -- A unique task goes back only if no unfinished task holds its key, and only the
+           -- newest of several failed ones with the same key.
+           NOT EXISTS (SELECT 1 FROM tasks o
+                       WHERE o.name = t.name AND o.unique_key = t.unique_key
+                         AND o.unique_key IS NOT NULL AND o.unique_window IS NULL
+                         AND (o.state IN ('pending', 'running')
+                              OR (o.state = 'failed' AND o.next_retry_at IS NOT NULL)))
+           AND t.id = (SELECT d.id FROM tasks d
+                       WHERE d.name = t.name AND d.unique_key = t.unique_key
+                         AND d.unique_window IS NULL
+                         AND d.state = 'failed' AND d.next_retry_at IS NULL
+                         AND ($2::text IS NULL OR d.queue = $2)
+                       ORDER BY d.id DESC LIMIT 1)))
     RETURNING t.queue, t.chain_id, t.chain_step, t.scheduled_at <> '9999-12-31 00:00:00+00' AS due
 ), later AS (
     UPDATE tasks AS t
@@ -259,10 +275,10 @@ struct RetryRow {
 pub(crate) async fn retry<C: ConnectionTrait>(conn: &C, id: Uuid, force: bool) -> Result<()> {
     let statement =
         Statement::from_sql_and_values(DbBackend::Postgres, RETRY_ONE, [id.into(), force.into()]);
-    let row = RetryRow::find_by_statement(statement)
-        .one(conn)
-        .await?
-        .ok_or(Error::NotFound { id })?;
+    let row = match RetryRow::find_by_statement(statement).one(conn).await {
+        Ok(row) => row.ok_or(Error::NotFound { id })?,
+        Err(error) => return Err(unique_key_taken(conn, id, error).await),
+    };
     if row.requeued {
         Ok(())
     } else {
@@ -276,6 +292,35 @@ pub(crate) async fn retry<C: ConnectionTrait>(conn: &C, id: Uuid, force: bool) -
                  a completed one with force)"
             },
         })
+    }
+}
+
+/// `error` from putting task `id` back: [`Error::UniqueKeyTaken`] when an unfinished task
+/// holds its unique key (the open unique index refused it), else the database error.
+async fn unique_key_taken<C: ConnectionTrait>(conn: &C, id: Uuid, error: sea_orm::DbErr) -> Error {
+    if !matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    ) {
+        return Error::Database(error);
+    }
+    let key = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT unique_key FROM tasks WHERE id = $1",
+            [id.into()],
+        ))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| {
+            row.try_get::<Option<String>>("", "unique_key")
+                .ok()
+                .flatten()
+        });
+    match key {
+        Some(key) => Error::UniqueKeyTaken { id, key },
+        None => Error::Database(error),
     }
 }
 

@@ -1,12 +1,15 @@
 //! Writing new tasks: one row, many rows in one statement, and a chain's steps.
 
+use std::collections::HashSet;
+
 use chrono::DateTime;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
-use crate::Result;
 use crate::chain::{ChainIds, NewChain};
 use crate::submit::NewTask;
+use crate::unique::Submitted;
+use crate::{Error, Result};
 
 /// Inserts all rows in one statement: each column is one typed array parameter, zipped back
 /// into rows by `unnest`. One statement means a bulk submit is all-or-nothing and, through the
@@ -37,6 +40,56 @@ VALUES ($1, $2, $3, $4, $5, $6, $7,
         COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10)
 "#;
 
+/// [`INSERT_TASKS`] for a batch holding unique tasks: two more columns, the unique key `$12`
+/// (`''` for none) and the scope's period in seconds `$13` (0: while unfinished). A row whose
+/// key is taken is skipped (`ON CONFLICT DO NOTHING`, arbitrated by the unique indexes, so
+/// concurrent submitters cannot both insert); the ids returned are those written. Rows go in
+/// their order, so within a batch the first of two duplicates wins. A period's window is
+/// aligned on the epoch and taken from the database clock. Batches without unique keys never
+/// come here: they pay nothing for the feature.
+const INSERT_UNIQUE: &str = r#"
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+                   tags, unique_key, unique_window)
+SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
+       CASE WHEN r.has_scheduled_at THEN r.scheduled_at
+            ELSE now() + make_interval(secs => r.delay_seconds) END,
+       r.tags, NULLIF(r.unique_key, ''),
+       CASE WHEN r.unique_key <> '' AND r.unique_period > 0
+            THEN to_timestamp(floor(extract(epoch FROM now()) / r.unique_period) * r.unique_period) END
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
+            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[],
+            $12::text[], $13::float8[]) WITH ORDINALITY
+     AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+          has_scheduled_at, delay_seconds, tags, unique_key, unique_period, n)
+ORDER BY r.n
+ON CONFLICT DO NOTHING
+RETURNING id
+"#;
+
+/// The tasks holding the unique keys `$2` of names `$1`, in the scopes `$3` (period seconds;
+/// 0: while unfinished), for the duplicates [`INSERT_UNIQUE`] skipped: returns each input's
+/// position (from 1) with the holder's id. Each branch repeats its index's predicate word for
+/// word, so the lookups go through `tasks_unique_open_idx` and `tasks_unique_window_idx`.
+const FIND_UNIQUE: &str = r#"
+SELECT r.n, t.id
+FROM unnest($1::text[], $2::text[], $3::float8[]) WITH ORDINALITY AS r(name, unique_key, unique_period, n)
+JOIN tasks AS t ON t.name = r.name AND t.unique_key = r.unique_key
+WHERE r.unique_period = 0
+  AND t.unique_key IS NOT NULL AND t.unique_window IS NULL
+  AND (t.state IN ('pending', 'running') OR (t.state = 'failed' AND t.next_retry_at IS NOT NULL))
+UNION ALL
+SELECT r.n, t.id
+FROM unnest($1::text[], $2::text[], $3::float8[]) WITH ORDINALITY AS r(name, unique_key, unique_period, n)
+JOIN tasks AS t ON t.name = r.name AND t.unique_key = r.unique_key
+     AND t.unique_window = to_timestamp(floor(extract(epoch FROM now()) / r.unique_period) * r.unique_period)
+WHERE r.unique_period > 0
+  AND t.unique_key IS NOT NULL AND t.unique_window IS NOT NULL
+"#;
+
+/// How many times a batch of unique tasks is tried: a row is tried again only when the task
+/// holding its key finished (or its window ended) between the insert and the lookup.
+const UNIQUE_ROUNDS: usize = 5;
+
 /// The insert statements with the table qualified by tasklib's schema: they may run on the
 /// caller's own connection (`submit_in`), whose `search_path` is the application's, and whose
 /// first `tasks` table may be the application's own.
@@ -45,6 +98,8 @@ pub(crate) struct Inserts {
     one: String,
     many: String,
     chain: String,
+    unique: String,
+    find_unique: String,
 }
 
 impl Inserts {
@@ -61,6 +116,9 @@ impl Inserts {
             one: qualify(INSERT_TASK),
             many: qualify(INSERT_TASKS),
             chain: qualify(INSERT_CHAIN),
+            unique: qualify(INSERT_UNIQUE),
+            find_unique: FIND_UNIQUE
+                .replace("JOIN tasks AS t", &format!("JOIN \"{schema}\".tasks AS t")),
         }
     }
 }
@@ -109,12 +167,18 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
 }
 
 /// Writes one checked row through any SeaORM connection (the pool, or the caller's
-/// transaction) and returns its id.
+/// transaction) and returns its id, or the id of the task holding its unique key.
 pub(crate) async fn insert_one<C: ConnectionTrait>(
     conn: &C,
     sql: &Inserts,
     row: NewTask,
-) -> Result<Uuid> {
+) -> Result<Submitted> {
+    if row.unique.is_some() {
+        let mut submitted = insert_unique(conn, sql, vec![row]).await?;
+        return submitted
+            .pop()
+            .ok_or(Error::Database(sea_orm::DbErr::RecordNotInserted));
+    }
     let id = row.id;
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -133,16 +197,19 @@ pub(crate) async fn insert_one<C: ConnectionTrait>(
         ],
     );
     conn.execute_raw(statement).await?;
-    Ok(id)
+    Ok(Submitted::new(id))
 }
 
 /// Writes checked rows in one statement (one row goes through [`insert_one`]) and returns
-/// their ids, in order.
+/// their ids, in order; a unique task whose key is taken gets the holder's id.
 pub(crate) async fn insert<C: ConnectionTrait>(
     conn: &C,
     sql: &Inserts,
     mut rows: Vec<NewTask>,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<Submitted>> {
+    if rows.iter().any(|row| row.unique.is_some()) {
+        return insert_unique(conn, sql, rows).await;
+    }
     if rows.len() <= 1 {
         return match rows.pop() {
             Some(row) => Ok(vec![insert_one(conn, sql, row).await?]),
@@ -153,7 +220,113 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, &sql.many, columns(rows));
     let result = conn.execute_raw(statement).await?;
     debug_assert_eq!(result.rows_affected(), ids.len() as u64);
-    Ok(ids)
+    Ok(ids.into_iter().map(Submitted::new).collect())
+}
+
+/// Writes a batch holding unique tasks: [`INSERT_UNIQUE`], then [`FIND_UNIQUE`] for the rows
+/// it skipped. A skipped row whose holder is gone by the lookup (it finished in between) is
+/// tried again, up to [`UNIQUE_ROUNDS`] times. The lookup is a statement of its own, so it
+/// sees holders committed by others while the insert waited on them.
+async fn insert_unique<C: ConnectionTrait>(
+    conn: &C,
+    sql: &Inserts,
+    rows: Vec<NewTask>,
+) -> Result<Vec<Submitted>> {
+    let mut out: Vec<Option<Submitted>> = vec![None; rows.len()];
+    // The rows still to write, each with its position in `out`.
+    let mut todo: Vec<(usize, NewTask)> = rows.into_iter().enumerate().collect();
+    for _ in 0..UNIQUE_ROUNDS {
+        let batch: Vec<NewTask> = todo.iter().map(|(_, row)| row.clone()).collect();
+        let written: HashSet<Uuid> = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                &sql.unique,
+                columns_with_keys(batch),
+            ))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<Uuid>("", "id"))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut skipped: Vec<(usize, NewTask)> = Vec::new();
+        for (position, row) in std::mem::take(&mut todo) {
+            if written.contains(&row.id) {
+                out[position] = Some(Submitted::new(row.id));
+            } else {
+                skipped.push((position, row));
+            }
+        }
+        if skipped.is_empty() {
+            break;
+        }
+        let (names, keys, periods) = unique_keys(skipped.iter().map(|(_, row)| row));
+        let found = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                &sql.find_unique,
+                [names.into(), keys.into(), periods.into()],
+            ))
+            .await?;
+        for row in found {
+            let n: i64 = row.try_get("", "n")?;
+            let id: Uuid = row.try_get("", "id")?;
+            let skipped_row = usize::try_from(n - 1).ok().and_then(|k| skipped.get(k));
+            if let Some((position, _)) = skipped_row {
+                out[*position].get_or_insert(Submitted::duplicate_of(id));
+            }
+        }
+        // Rows neither written nor found: their holder finished in between; try again.
+        todo = skipped
+            .into_iter()
+            .filter(|(position, _)| out[*position].is_none())
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+    }
+    if let Some((_, row)) = todo.first() {
+        return Err(Error::UniqueKeyContended {
+            task: row.name.clone(),
+            key: row
+                .unique
+                .as_ref()
+                .map(|u| u.key.clone())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The columns of [`INSERT_UNIQUE`]: [`columns`] and the unique keys and periods.
+fn columns_with_keys(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
+    let (_, keys, periods) = unique_keys(rows.iter());
+    let mut values = columns(rows);
+    values.push(keys.into());
+    values.push(periods.into());
+    values
+}
+
+/// Names, unique keys (`''` for none) and scope periods (0 for while unfinished) of `rows`,
+/// as [`FIND_UNIQUE`] takes them.
+fn unique_keys<'a>(
+    rows: impl Iterator<Item = &'a NewTask>,
+) -> (Vec<String>, Vec<String>, Vec<f64>) {
+    let mut names = Vec::new();
+    let mut keys = Vec::new();
+    let mut periods = Vec::new();
+    for row in rows {
+        names.push(row.name.clone());
+        match &row.unique {
+            Some(unique) => {
+                keys.push(unique.key.clone());
+                periods.push(unique.scope.period_seconds());
+            }
+            None => {
+                keys.push(String::new());
+                periods.push(0.0);
+            }
+        }
+    }
+    (names, keys, periods)
 }
 
 /// A chain's steps, in one statement: the columns of [`INSERT_TASKS`] plus the chain id `$12`

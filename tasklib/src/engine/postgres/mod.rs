@@ -28,6 +28,7 @@ use crate::control::CancelOutcome;
 use crate::registry::Registry;
 use crate::result::TaskResult;
 use crate::submit::NewTask;
+use crate::unique::Submitted;
 use crate::worker::{RunningPool, WorkerPlan};
 
 /// The PostgreSQL engine: a connection pool, the configuration, and the result waiters.
@@ -75,7 +76,7 @@ impl Engine for PgEngine {
         Capabilities::all()
     }
 
-    fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Uuid>>> {
+    fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Submitted>>> {
         Box::pin(insert::insert(&self.db, &self.inserts, tasks))
     }
 
