@@ -18,6 +18,39 @@ pub(crate) async fn drain(s: &Settings) -> BenchResult<Row> {
     drain_on(&db, s, "drain", 0).await
 }
 
+/// What cluster-wide limits cost when set but not binding: `drain` three times, each on a
+/// fresh database: without limits, with a concurrency limit of the pool's slots, and with a
+/// rate limit far above the drain's pace. Each limited row carries its ratio to the first.
+pub(crate) async fn limits(s: &Settings) -> BenchResult<Vec<Row>> {
+    let plain = drain(s).await?;
+    let mut rows = vec![plain.clone()];
+    let slots = u32::try_from(s.concurrency * s.pools.max(1)).unwrap_or(u32::MAX);
+    for (name, limits) in [
+        (
+            "drain_concurrency_limited",
+            tasklib::QueueLimits::new().concurrency(slots),
+        ),
+        (
+            "drain_rate_limited",
+            tasklib::QueueLimits::new()
+                .rate(tasklib::RateLimit::new(1_000_000, Duration::from_secs(1))),
+        ),
+    ] {
+        let db = BenchDb::new().await?;
+        db.tasklib()
+            .await?
+            .set_queue_limits(tasklib::DEFAULT_QUEUE, limits)
+            .await?;
+        let row = drain_on(&db, s, name, 0).await?;
+        let ratio = row
+            .get("tasks_per_sec")
+            .zip(plain.get("tasks_per_sec"))
+            .map(|(l, p)| l / p.max(f64::EPSILON));
+        rows.push(row.with("ratio_to_unlimited", ratio));
+    }
+    Ok(rows)
+}
+
 /// `tasks` no-op tasks queued first, then one pool with `concurrency` slots works them (or
 /// `pools` pools, each with its own connection pool and `concurrency` slots): the time from
 /// the pools' start until the last task is completed (as the database recorded it).

@@ -8,7 +8,8 @@
 //! Scenarios: `enqueue`, `drain` (with `--with-floor` for the ratio to the SQL floor),
 //! `latency`, `floor`, `scale`, `all` (those five), and two that show where the time goes:
 //! `explain` (plans of the claim and the completion) and `statements` (`pg_stat_statements`
-//! per task, on a private cluster). The database is a fresh one per measurement, on
+//! per task, on a private cluster), and `limits` (the drain with cluster-wide limits set but
+//! not binding, beside one without). The database is a fresh one per measurement, on
 //! `DATABASE_URL`'s server when set, else on a throwaway cluster from `tasklib-test-utils`.
 //!
 //! With `--features celery`, `celery` drains through the Celery engine instead: tasklib's
@@ -102,6 +103,9 @@ enum Scenario {
     All,
     Explain,
     Statements,
+    /// `drain` without limits, then with a concurrency limit and a rate limit that do not
+    /// bind: what cluster-wide limits cost when set.
+    Limits,
     /// The Celery engine's Rust worker, then a Python Celery worker, draining the same number
     /// of tasks from one Redis (needs `--features celery`).
     Celery,
@@ -244,6 +248,7 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Scale => scale::scale(s, None).await?,
         Scenario::Explain => explain::explain(s).await?,
         Scenario::Statements => statements::statements(s).await?,
+        Scenario::Limits => drain::limits(s).await?,
         Scenario::Celery => celery_drains(s).await?,
         Scenario::All => {
             let mut rows = drain_and_floor(s, true).await?;

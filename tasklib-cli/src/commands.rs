@@ -7,8 +7,8 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use tasklib::cli::EngineArgs;
 use tasklib::{
-    CancelOutcome, SubmitOptions, TaskFilter, TaskLib, TaskRecord, TaskResult, TaskState,
-    TaskStatus, UniqueScope,
+    CancelOutcome, QueueLimits, RateLimit, SubmitOptions, TaskFilter, TaskLib, TaskRecord,
+    TaskResult, TaskState, TaskStatus, UniqueScope,
 };
 use uuid::Uuid;
 
@@ -178,6 +178,63 @@ impl SubmitArgs {
     }
 }
 
+/// `limit` options.
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// The queue.
+    #[arg(value_parser = parse_name)]
+    queue: String,
+    /// At most this many of its tasks running at once, across every worker.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
+    concurrency: Option<u32>,
+    /// At most N starts per period across every worker, as `N/PERIOD`: `100/1m`, `5/1s`.
+    #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
+    rate: Option<RateLimit>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> QueueLimits {
+        let mut limits = QueueLimits::new();
+        if let Some(n) = self.concurrency {
+            limits = limits.concurrency(n);
+        }
+        if let Some(rate) = self.rate {
+            limits = limits.rate(rate);
+        }
+        limits
+    }
+}
+
+fn parse_rate(s: &str) -> std::result::Result<RateLimit, String> {
+    let (starts, period) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected N/PERIOD (e.g. 100/1m), got `{s}`"))?;
+    let starts: u32 = starts
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{starts}` is not a number of starts"))?;
+    if starts == 0 {
+        return Err("a rate must allow at least one start".to_owned());
+    }
+    let period = tasklib::parse_duration("--rate", period.trim()).map_err(|e| e.to_string())?;
+    if period < Duration::from_secs(1) {
+        return Err("a rate's period must be at least 1s".to_owned());
+    }
+    Ok(RateLimit::new(starts, period))
+}
+
+/// `concurrency 5, 100 per 60s`.
+fn limits_text(limits: &QueueLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = limits.concurrency {
+        parts.push(format!("concurrency {n}"));
+    }
+    if let Some(rate) = limits.rate {
+        parts.push(format!("{} per {:?}", rate.starts, rate.period));
+    }
+    parts.join(", ")
+}
+
 /// `result` options.
 #[derive(Debug, Args)]
 pub(crate) struct ResultArgs {
@@ -265,6 +322,7 @@ impl Command {
             Command::Delete { .. } => Some("delete"),
             Command::Pause { .. } => Some("pause"),
             Command::Resume { .. } => Some("resume"),
+            Command::Limit(_) => Some("limit"),
             Command::Prune(_) => Some("prune"),
             Command::Submit(_) | Command::Result(_) => None,
         }
@@ -355,6 +413,18 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
             connect(engine).await?.resume_queue(&queue).await?;
             println!("resumed queue {queue}");
         }
+        Command::Limit(args) => {
+            let limits = args.limits();
+            connect(engine)
+                .await?
+                .set_queue_limits(&args.queue, limits)
+                .await?;
+            if limits.is_empty() {
+                println!("queue {}: no limits", args.queue);
+            } else {
+                println!("queue {}: {}", args.queue, limits_text(&limits));
+            }
+        }
         Command::Delete { id } => {
             let id = parse_id(&id)?;
             let n = connect(engine).await?.delete(id).await?;
@@ -440,6 +510,7 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
                     "counts": q.counts,
                     "oldest_pending_age_seconds": q.oldest_pending_age.map(|d| d.as_secs_f64()),
                     "paused": q.paused,
+                    "limits": q.limits,
                 })
             })
             .collect();
@@ -464,6 +535,11 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
                 c.cancelled.to_string(),
                 q.oldest_pending_age.map(age).unwrap_or_else(|| "-".into()),
                 if q.paused { "paused" } else { "running" }.to_owned(),
+                if q.limits.is_empty() {
+                    "-".to_owned()
+                } else {
+                    limits_text(&q.limits)
+                },
             ]
         })
         .collect();
@@ -478,6 +554,7 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
             "CANCELLED",
             "OLDEST DUE",
             "STATE",
+            "LIMITS",
         ],
         &rows,
     );

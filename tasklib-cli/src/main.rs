@@ -7,6 +7,8 @@
 //! tasklib show <id> [--json]
 //! tasklib retry <id> | tasklib retry --failed [--name N] [--queue Q]
 //! tasklib cancel <id>
+//! tasklib pause <queue> | tasklib resume <queue>
+//! tasklib limit <queue> [--concurrency N] [--rate 100/1m]
 //! tasklib prune --state completed --older-than 7d
 //! tasklib submit add_numbers --args '[15, 25]' [--queue Q] [--delay 10s] [--priority N]
 //!                [--unique-key KEY [--unique-period 1h]]
@@ -81,6 +83,8 @@ enum Command {
         /// The queue.
         queue: String,
     },
+    /// Set a queue's limits across every worker (none given: remove them).
+    Limit(commands::LimitArgs),
     /// Delete one task in any state but running (or a whole chain, by its id).
     Delete {
         /// The task (or chain) id.

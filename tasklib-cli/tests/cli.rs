@@ -772,3 +772,63 @@ async fn pause_and_resume_show_in_status() -> TestResult {
     assert!(err.contains("queue name must not be empty"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn limit_sets_and_clears_a_queues_limits_and_status_shows_them() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    let out = tasklib(
+        &db,
+        &["limit", "partner", "--concurrency", "5", "--rate", "100/1m"],
+    )?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("concurrency 5, 100 per 60s"),
+        "{}",
+        stdout(&out)
+    );
+    let status = tasks.queue_status().await?;
+    let partner = status
+        .iter()
+        .find(|q| q.queue == "partner")
+        .ok_or("a limited queue is listed")?;
+    assert_eq!(partner.limits.concurrency, Some(5));
+    assert_eq!(
+        partner.limits.rate.map(|r| (r.starts, r.period.as_secs())),
+        Some((100, 60))
+    );
+    let json: Value = serde_json::from_slice(&tasklib(&db, &["status", "--json"])?.stdout)?;
+    let listed = json["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["queue"] == "partner"))
+        .ok_or("partner missing")?;
+    assert_eq!(listed["limits"]["concurrency"], json!(5), "{json}");
+    assert_eq!(
+        listed["limits"]["rate"]["period_seconds"],
+        json!(60.0),
+        "{json}"
+    );
+    let table = stdout(&tasklib(&db, &["status"])?);
+    assert!(table.contains("LIMITS"), "{table}");
+
+    // No limit given: the limits go.
+    let out = tasklib(&db, &["limit", "partner"])?;
+    assert!(stdout(&out).contains("no limits"), "{}", stdout(&out));
+    assert!(
+        tasks
+            .queue_status()
+            .await?
+            .iter()
+            .all(|q| q.limits.is_empty())
+    );
+    // Bad limits are a bad command line.
+    for bad in [
+        vec!["limit", "partner", "--concurrency", "0"],
+        vec!["limit", "partner", "--rate", "10"],
+        vec!["limit", "partner", "--rate", "10/100ms"],
+        vec!["limit", "partner", "--rate", "0/1m"],
+    ] {
+        assert_one_line_error(&tasklib(&db, &bad)?, 2)?;
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@ use crate::control::CancelOutcome;
 use crate::engine::Engine;
 use crate::engine::postgres::{PgEngine, admin, insert, migrate, read};
 use crate::handler::{BlockingHandler, Handler};
+use crate::limits::QueueLimits;
 use crate::query::{QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
@@ -595,6 +596,35 @@ impl TaskLib {
     /// As [`pause_queue`](Self::pause_queue).
     pub async fn resume_queue(&self, queue: &str) -> Result<()> {
         admin::set_paused(self.postgres(Capability::Admin)?.db(), queue, false).await
+    }
+
+    /// Sets the cluster-wide limits of queue `queue`, replacing any it had
+    /// ([`QueueLimits::new()`] removes them): at most so many of its tasks running at once,
+    /// and at most so many started per period, counted over every worker process. Persisted in
+    /// the database (`tasklib_queues`) and heard by every pool through a notification at once
+    /// (or within a heartbeat). Claims of a limited queue take turns across the cluster and
+    /// claim no tasks ahead; queues without limits pay nothing. PostgreSQL only.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tasklib::{QueueLimits, RateLimit, TaskLib};
+    ///
+    /// # async fn run(tasks: &TaskLib) -> tasklib::Result<()> {
+    /// // The partner's API takes 10 requests at a time and 600 a minute.
+    /// let limits = QueueLimits::new()
+    ///     .concurrency(10)
+    ///     .rate(RateLimit::new(600, Duration::from_secs(60)));
+    /// tasks.set_queue_limits("partner-api", limits).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for an empty name, a count of 0 or a period under a second;
+    /// [`Error::Database`] when the write fails; [`Error::Unsupported`] on other engines.
+    pub async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
+        limits.check()?;
+        admin::set_limits(self.postgres(Capability::Admin)?.db(), queue, limits).await
     }
 
     /// Deletes a task in any state but running; given a chain's id, every step of the chain

@@ -94,7 +94,8 @@
 //! for [`TaskLib::list_tasks`] (at most [`MAX_LIST_LIMIT`] at a time, [`DEFAULT_LIST_LIMIT`]
 //! by default); [`TaskCounts`] and [`QueueStatus`] count them. [`TaskLib::cancel`] returns a
 //! [`CancelOutcome`]. [`TaskLib::pause_queue`] and [`TaskLib::resume_queue`] stop and restart
-//! a queue across every process.
+//! a queue across every process; [`TaskLib::set_queue_limits`] caps it with
+//! [`QueueLimits`] (a concurrency, a [`RateLimit`]) across the cluster.
 //!
 //! **Running tasks.** [`TaskWorker`] configures a pool (slots per queue, polling, retention,
 //! [`ClaimAhead`]) and [`WorkerPool`] is the running handle: [`PoolStats`] counts what it did,
@@ -160,6 +161,7 @@ mod engine;
 pub mod entity;
 mod error;
 mod handler;
+mod limits;
 mod progress;
 mod query;
 mod record;
@@ -192,6 +194,7 @@ pub use engine::postgres::wait::DONE_CHANNEL;
 pub use engine::postgres::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL, QUEUES_CHANNEL};
 pub use error::{Error, Result};
 pub use handler::{BlockingHandler, Handler};
+pub use limits::{QueueLimits, RateLimit};
 pub use query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, QueueStatus, TaskCounts, TaskFilter};
 pub use record::{AttemptError, TaskRecord};
 pub use registry::TaskInfo;

@@ -116,4 +116,6 @@ pub struct QueueStatus {
     /// Paused ([`TaskLib::pause_queue`](crate::TaskLib::pause_queue)): it takes submits and
     /// runs nothing.
     pub paused: bool,
+    /// Its cluster-wide limits ([`TaskLib::set_queue_limits`](crate::TaskLib::set_queue_limits)).
+    pub limits: crate::QueueLimits,
 }

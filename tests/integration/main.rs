@@ -24,6 +24,7 @@ mod fault_secrets;
 mod fault_support;
 mod handler_extras;
 mod inspect;
+mod limits;
 mod logging;
 mod migrations;
 mod monitoring_queries;

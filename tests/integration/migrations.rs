@@ -93,6 +93,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261204_000003_queue_pauses".to_owned(),
             "m20261204_000004_retry_count_at_claim".to_owned(),
             "m20261204_000005_unique_keys".to_owned(),
+            "m20261204_000007_queue_limits".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;

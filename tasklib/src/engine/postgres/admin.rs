@@ -393,6 +393,53 @@ pub(crate) async fn set_paused<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Sets the limits of queue `$1` (`$2` concurrency, `$3` starts per `$4` seconds; NULLs for
+/// none), telling every pool (`tasks_queues`, payload `limits <queue>`) and waking its
+/// producers (`tasks_new`). A new rate starts counting afresh.
+const SET_LIMITS: &str = r#"
+WITH limited AS (
+    INSERT INTO tasklib_queues AS q (queue, concurrency_limit, rate_limit, rate_period)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (queue) DO UPDATE
+    SET concurrency_limit = $2, rate_limit = $3, rate_period = $4,
+        rate_window_start = CASE WHEN q.rate_period IS NOT DISTINCT FROM $4
+                                 THEN q.rate_window_start END,
+        rate_window_count = CASE WHEN q.rate_period IS NOT DISTINCT FROM $4
+                                 THEN q.rate_window_count ELSE 0 END
+    RETURNING q.queue
+)
+SELECT count(pg_notify(tasklib_channel('tasks_queues'), 'limits ' || queue))
+       + count(pg_notify(tasklib_channel('tasks_new'), queue)) AS notified
+FROM limited
+"#;
+
+/// Sets (or, with empty `limits`, removes) the cluster-wide limits of queue `queue`.
+pub(crate) async fn set_limits<C: ConnectionTrait>(
+    conn: &C,
+    queue: &str,
+    limits: crate::QueueLimits,
+) -> Result<()> {
+    if queue.trim().is_empty() {
+        return Err(Error::InvalidOption {
+            option: "queue",
+            reason: "the queue name must not be empty".to_owned(),
+        });
+    }
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        SET_LIMITS,
+        [
+            queue.into(),
+            limits.concurrency.map(count).into(),
+            limits.rate.map(|r| count(r.starts)).into(),
+            limits.rate.map(|r| r.period.as_secs_f64()).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// One batch: the oldest finished rows of the given states, skipping any a concurrent pruner
 /// holds. Uses `tasks_finished_idx` (finished rows by `completed_at`).
 const PRUNE: &str = r#"

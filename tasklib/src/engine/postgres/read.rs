@@ -8,6 +8,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::QueueLimits;
 use crate::entity::task;
 use crate::query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
@@ -106,6 +107,7 @@ pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<Que
                 counts: TaskCounts::default(),
                 oldest_pending_age: None,
                 paused: false,
+                limits: QueueLimits::default(),
             });
         }
         let Some(status) = out.last_mut() else {
@@ -126,31 +128,63 @@ pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<Que
             status.oldest_pending_age = Some(status.oldest_pending_age.map_or(age, |a| a.max(age)));
         }
     }
-    // Paused queues, listed even when they hold no task yet.
-    let paused = PausedRow::find_by_statement(Statement::from_string(
+    // Paused and limited queues, listed even when they hold no task yet.
+    let settings = SettingsRow::find_by_statement(Statement::from_string(
         DbBackend::Postgres,
-        "SELECT queue FROM tasklib_queues WHERE paused_at IS NOT NULL",
+        "SELECT queue, paused_at IS NOT NULL AS paused, concurrency_limit, rate_limit, rate_period
+         FROM tasklib_queues
+         WHERE paused_at IS NOT NULL OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL",
     ))
     .all(conn)
     .await?;
-    for PausedRow { queue } in paused {
-        match out.iter_mut().find(|q| q.queue == queue) {
-            Some(status) => status.paused = true,
-            None => out.push(QueueStatus {
-                queue,
-                counts: TaskCounts::default(),
-                oldest_pending_age: None,
-                paused: true,
-            }),
-        }
+    for row in settings {
+        let limits = row.limits();
+        let status = match out.iter_mut().position(|q| q.queue == row.queue) {
+            Some(i) => &mut out[i],
+            None => {
+                out.push(QueueStatus {
+                    queue: row.queue,
+                    counts: TaskCounts::default(),
+                    oldest_pending_age: None,
+                    paused: false,
+                    limits: QueueLimits::default(),
+                });
+                let last = out.len() - 1;
+                &mut out[last]
+            }
+        };
+        status.paused = row.paused;
+        status.limits = limits;
     }
     out.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(out)
 }
 
 #[derive(Debug, FromQueryResult)]
-struct PausedRow {
+struct SettingsRow {
     queue: String,
+    paused: bool,
+    concurrency_limit: Option<i32>,
+    rate_limit: Option<i32>,
+    rate_period: Option<f64>,
+}
+
+impl SettingsRow {
+    /// The limits, as far as the row's values make sense (the table's checks keep them so).
+    fn limits(&self) -> QueueLimits {
+        let mut limits = QueueLimits::new();
+        if let Some(n) = self.concurrency_limit.and_then(|n| u32::try_from(n).ok()) {
+            limits = limits.concurrency(n);
+        }
+        if let (Some(starts), Some(period)) = (
+            self.rate_limit.and_then(|n| u32::try_from(n).ok()),
+            self.rate_period
+                .and_then(|p| std::time::Duration::try_from_secs_f64(p).ok()),
+        ) {
+            limits = limits.rate(crate::RateLimit::new(starts, period));
+        }
+        limits
+    }
 }
 
 /// Counts by state, over all queues.

@@ -101,7 +101,7 @@ async fn listen_once(pool: &Arc<PoolShared>, url: &RedactedUrl) -> Result<String
     tracing::info!("notification listener connected");
     pool.emit(WorkerEvent::ListenerConnected);
     // A pause or resume sent while it was away is gone too.
-    tokio::spawn(super::pauses::refresh(Arc::clone(pool)));
+    tokio::spawn(super::queue_flags::refresh(Arc::clone(pool)));
     pool.wake_all();
     while let Some(message) = messages.recv().await {
         if let AsyncMessage::Notification(note) = message {
@@ -119,16 +119,23 @@ fn dispatch(pool: &Arc<PoolShared>, channel: &str, payload: &str) {
         if let Some((change, name)) = payload.split_once(' ')
             && let Some(queue) = pool.queues.get(name)
         {
-            let paused = change == "paused";
-            pool.pause_changes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let was = queue
-                .paused
-                .swap(paused, std::sync::atomic::Ordering::SeqCst);
-            if was && !paused {
-                queue.wake.notify_one();
+            let paused = match change {
+                "paused" => Some(true),
+                "resumed" => Some(false),
+                // `limits`: the refresh reads them.
+                _ => None,
+            };
+            if let Some(paused) = paused {
+                pool.pause_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let was = queue
+                    .paused
+                    .swap(paused, std::sync::atomic::Ordering::SeqCst);
+                if was && !paused {
+                    queue.wake.notify_one();
+                }
             }
-            tokio::spawn(super::pauses::refresh(Arc::clone(pool)));
+            tokio::spawn(super::queue_flags::refresh(Arc::clone(pool)));
         }
     } else if channel == pool.channels.new {
         if let Some(queue) = pool.queues.get(payload) {

@@ -27,7 +27,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
             _ = retention.tick(), if !pool.retention.is_empty() && !pool.is_shutting_down() => prune(&pool).await,
             _ = heartbeat.tick() => {
                 beat(&pool).await;
-                super::pauses::refresh(Arc::clone(&pool)).await;
+                super::queue_flags::refresh(Arc::clone(&pool)).await;
             }
             _ = &mut rescue_sleep => {
                 rescue(&pool).await;

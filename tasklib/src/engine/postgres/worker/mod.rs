@@ -14,9 +14,9 @@ mod executor;
 mod listener;
 mod maintenance;
 mod pace;
-mod pauses;
 mod pool;
 mod producer;
+mod queue_flags;
 pub(crate) mod sql;
 pub(crate) mod store;
 
@@ -65,6 +65,7 @@ pub(crate) fn spawn(
                     slot_freed,
                     finished: Default::default(),
                     paused: Default::default(),
+                    limited: Default::default(),
                 }),
             );
         }

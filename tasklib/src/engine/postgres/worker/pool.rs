@@ -33,6 +33,9 @@ pub(crate) struct QueueState {
     /// Paused in the database ([`pauses`](super::pauses)): the producer claims nothing and
     /// starts none of the rows it claimed ahead.
     pub(crate) paused: AtomicBool,
+    /// Has cluster-wide limits ([`queue_flags`](super::queue_flags)): the producer claims
+    /// with [`CLAIM_LIMITED`](super::sql::CLAIM_LIMITED), for its free slots only.
+    pub(crate) limited: AtomicBool,
 }
 
 /// Slots shared by some queues of a pool.

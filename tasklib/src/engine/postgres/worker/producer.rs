@@ -48,6 +48,9 @@ const SHUTDOWN_RELEASE_TRIES: u32 = 3;
 /// Claims of one queue in flight at once.
 const CLAIMS_IN_FLIGHT: usize = 2;
 
+/// Longest wait before a limited queue whose last claim came back short claims again.
+const LIMITED_RECHECK: Duration = Duration::from_millis(250);
+
 /// A claim's result, with the slots reserved for it.
 struct ClaimDone {
     rows: crate::Result<Vec<ClaimedRow>>,
@@ -140,7 +143,7 @@ pub(crate) async fn run(pool: Arc<PoolShared>, queue: Arc<QueueState>) {
     // A queue paused before the pool started must not run a single task.
     let shared = Arc::clone(&producer.pool);
     tokio::select! {
-        _ = shared.pauses_loaded.get_or_init(|| super::pauses::refresh(Arc::clone(&shared))) => {}
+        _ = shared.pauses_loaded.get_or_init(|| super::queue_flags::refresh(Arc::clone(&shared))) => {}
         _ = shutdown.changed() => {}
     }
     loop {
@@ -285,6 +288,11 @@ impl Producer {
             return 0;
         }
         self.stuck_at = None;
+        if self.limited() {
+            // A row claimed ahead counts against the limits while it waits: claim only for
+            // the free slots.
+            return 0;
+        }
         match self.pool.claim_ahead {
             ClaimAhead::Measured => self.pace.ahead(self.queue.group.capacity * 2),
             ClaimAhead::Off => 0,
@@ -296,6 +304,12 @@ impl Producer {
     /// they are stale).
     fn paused(&self) -> bool {
         self.queue.paused.load(Ordering::SeqCst)
+    }
+
+    /// The queue has cluster-wide limits: claims go through
+    /// [`CLAIM_LIMITED`](super::sql::CLAIM_LIMITED).
+    fn limited(&self) -> bool {
+        self.queue.limited.load(Ordering::SeqCst)
     }
 
     /// Takes slots free now for waiting rows, and marks those rows started (one statement
@@ -438,16 +452,20 @@ impl Producer {
         let wakes = self.wakes;
         let pool = Arc::clone(&self.pool);
         let queue = Arc::clone(&self.queue);
+        let limited = self.limited();
         Some(Box::pin(async move {
             let began = Instant::now();
             let rows = store::claim(
                 &pool.db,
                 &queue.name,
                 &pool.names,
-                want,
-                reserve,
+                store::ClaimSize {
+                    limit: want,
+                    reserved: reserve,
+                },
                 &pool.worker_id,
                 pool.lock_timeout,
+                limited,
             )
             .await;
             ClaimDone {
@@ -476,6 +494,14 @@ impl Producer {
         self.asked_ahead -= asked - reserved;
         let now = Instant::now();
         self.next_poll = now + self.pool.jittered_poll();
+        if self.limited()
+            && let Ok(rows) = &rows
+            && rows.len() < asked
+        {
+            // The limits may have held rows back: a slot freed in another process, or the
+            // next rate window, says nothing here. Look again soon.
+            self.next_poll = self.next_poll.min(now + LIMITED_RECHECK);
+        }
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {

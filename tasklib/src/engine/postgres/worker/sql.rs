@@ -3,6 +3,63 @@
 //! Every statement takes `now` as an optional parameter (`COALESCE($n, now())`), so tests can
 //! fix the clock; production passes NULL and uses the database's clock, never the worker's.
 
+/// The runnable rows of queue `$1` with names in `$2`, in claim order, up to `{limit}`,
+/// locked (`SKIP LOCKED`), numbered; for [`CLAIM`] and [`CLAIM_LIMITED`]. `extra` is one
+/// more condition on the rows.
+macro_rules! pick_runnable {
+    ($extra:literal) => {
+        concat!(
+            r#"
+picked AS MATERIALIZED (
+    SELECT id
+    FROM tasks
+    WHERE queue = $1
+      AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
+      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($5::timestamptz, now())
+      AND name = ANY($2::text[])"#,
+            $extra,
+            r#"
+    ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER () AS n FROM picked
+)"#
+        )
+    };
+}
+
+/// The update that starts the picked rows, and what it returns; for [`CLAIM`] and
+/// [`CLAIM_LIMITED`]. `from` and `condition` join the numbered rows (and more); `now` is the
+/// start time.
+macro_rules! start_picked {
+    ($now:literal, $from:literal, $condition:literal) => {
+        concat!(
+            r#"
+UPDATE tasks AS t
+SET state = 'running',
+    worker_id = $3,
+    started_at = CASE WHEN numbered.n <= $6 THEN "#,
+            $now,
+            r#" END,
+    locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
+    attempt = t.attempt + 1,
+    retry_count = t.retry_count + CASE WHEN t.state = 'failed' THEN 1 ELSE 0 END,
+    next_retry_at = NULL,
+    completed_at = NULL
+FROM "#,
+            $from,
+            r#"
+WHERE t.id = numbered.id"#,
+            $condition,
+            r#"
+RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
+          t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested,
+          t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started"#
+        )
+    };
+}
+
 /// Claims up to `{limit}` runnable tasks of queue `$1` whose names are in `$2`, for worker
 /// `$3`, locking them for `$4` seconds.
 ///
@@ -16,10 +73,12 @@
 ///   failure: a task waiting for its retry keeps `retry_count < max_retries`, which is what
 ///   the monitoring queries read (`docs/monitoring.md`).
 /// - It returns only what the executor reads, not `t.*`.
-/// - A paused queue (`tasklib_queues`) yields nothing: one primary-key probe of a small
-///   table per claim, evaluated once (an init plan), so that a claim decided before the pool
-///   heard of a pause cannot start a task submitted after it. The producer also stops
-///   claiming as soon as the notification arrives.
+/// - A paused queue, or one with cluster-wide limits (`tasklib_queues`), yields nothing: one
+///   primary-key probe of a small table per claim, evaluated once (an init plan), so that a
+///   claim decided before the pool heard of a pause cannot start a task submitted after it,
+///   and one decided before it heard of a limit cannot exceed it. The producer stops
+///   claiming as soon as it hears of a pause, and claims a limited queue with
+///   [`CLAIM_LIMITED`].
 /// - Only the first `$6` rows (the producer's free slots) are marked started (`started_at`);
 ///   the rest are claimed ahead and wait in the producer's buffer until [`MARK_STARTED`]. A
 ///   row whose lock expires before it started goes back without counting as an attempt (see
@@ -27,37 +86,79 @@
 /// - The limit is written into the text (an integer, never user input), not bound: with a
 ///   bound `LIMIT $n`, the cached generic plan cannot know the limit is small and sorted
 ///   every runnable row on each claim (measured: 5× slower drains; `docs/performance.md`).
-pub(crate) const CLAIM: &str = r#"
-WITH picked AS MATERIALIZED (
-    SELECT id
-    FROM tasks
-    WHERE queue = $1
-      AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
-      AND COALESCE(next_retry_at, scheduled_at) <= COALESCE($5::timestamptz, now())
-      AND name = ANY($2::text[])
+pub(crate) const CLAIM: &str = concat!(
+    "WITH",
+    pick_runnable!(
+        r#"
       AND NOT EXISTS (SELECT 1 FROM tasklib_queues AS p
-                      WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
-    ORDER BY priority DESC, COALESCE(next_retry_at, scheduled_at), id
-    LIMIT {limit}
-    FOR UPDATE SKIP LOCKED
-), numbered AS (
-    SELECT id, row_number() OVER () AS n FROM picked
+                      WHERE p.queue = $1
+                        AND (p.paused_at IS NOT NULL OR p.concurrency_limit IS NOT NULL
+                             OR p.rate_limit IS NOT NULL))"#
+    ),
+    start_picked!("COALESCE($5::timestamptz, now())", "numbered", ""),
+);
+
+/// [`CLAIM`] for a queue with cluster-wide limits (same parameters and result): it claims
+/// no more than the limits leave.
+///
+/// - It locks the queue's row of `tasklib_queues` first, so the claims of a limited queue
+///   take turns across the cluster, each seeing what the one before it started.
+/// - The concurrency left is the limit less the queue's `running` rows, counted by
+///   `tasklib_running`, a volatile function: it reads with a snapshot taken after the lock,
+///   where a count in this statement would use the statement's own, older one.
+/// - The rate left is the limit less the starts counted in the current window (aligned on
+///   the epoch); the claim adds its own starts to that count in the same statement.
+/// - Its clock is `clock_timestamp()` read once the lock is held (`clock`), not `now()`,
+///   which is the statement's start: a claim that waited for the lock through the turn of a
+///   window must count in the new window, and its rows start when it decided, after the tasks
+///   it counted as finished had finished. Windows never go back (`GREATEST`).
+/// - A paused queue yields nothing (its row is not selected).
+/// - Rows picked beyond what the limits leave stay as they were; their lock ends with the
+///   statement.
+pub(crate) const CLAIM_LIMITED: &str = concat!(
+    r#"
+WITH queue AS MATERIALIZED (
+    SELECT concurrency_limit, rate_limit, rate_period, rate_window_start, rate_window_count
+    FROM tasklib_queues
+    WHERE queue = $1 AND paused_at IS NULL
+    FOR UPDATE
+), clock AS MATERIALIZED (
+    SELECT queue.*, COALESCE($5::timestamptz, clock_timestamp()) AS at FROM queue
+), windowed AS MATERIALIZED (
+    SELECT clock.*,
+           GREATEST(to_timestamp(floor(extract(epoch FROM at) / rate_period) * rate_period),
+                    rate_window_start) AS window_now
+    FROM clock
+), budget AS MATERIALIZED (
+    SELECT LEAST(
+               CASE WHEN concurrency_limit IS NULL THEN {limit}
+                    ELSE concurrency_limit - tasklib_running($1) END,
+               CASE WHEN rate_limit IS NULL THEN {limit}
+                    WHEN rate_window_start IS DISTINCT FROM window_now THEN rate_limit
+                    ELSE rate_limit - rate_window_count END) AS left_over,
+           window_now, at
+    FROM windowed
+),"#,
+    pick_runnable!(""),
+    r#", claimed AS ("#,
+    start_picked!(
+        "budget.at",
+        "numbered, budget",
+        " AND numbered.n <= budget.left_over"
+    ),
+    r#"
+), counted AS (
+    UPDATE tasklib_queues AS q
+    SET rate_window_count = CASE WHEN q.rate_window_start IS DISTINCT FROM budget.window_now
+                                 THEN 0 ELSE q.rate_window_count END
+                            + (SELECT count(*) FROM claimed),
+        rate_window_start = budget.window_now
+    FROM budget
+    WHERE q.queue = $1 AND q.rate_limit IS NOT NULL AND EXISTS (SELECT 1 FROM claimed)
 )
-UPDATE tasks AS t
-SET state = 'running',
-    worker_id = $3,
-    started_at = CASE WHEN numbered.n <= $6 THEN COALESCE($5::timestamptz, now()) END,
-    locked_until = COALESCE($5::timestamptz, now()) + make_interval(secs => $4),
-    attempt = t.attempt + 1,
-    retry_count = t.retry_count + CASE WHEN t.state = 'failed' THEN 1 ELSE 0 END,
-    next_retry_at = NULL,
-    completed_at = NULL
-FROM numbered
-WHERE t.id = numbered.id
-RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
-          t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested,
-          t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started
-"#;
+SELECT * FROM claimed
+"#
+);
 
 /// Marks attempts `$3` of tasks `$1` (arrays of the same length), claimed ahead by worker
 /// `$2`, as started, just before they run; returns the ids marked. A row rescued, released or

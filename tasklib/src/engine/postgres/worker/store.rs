@@ -58,18 +58,30 @@ pub(crate) struct ClaimedRow {
     pub(crate) started: bool,
 }
 
-/// Claims up to `limit` rows, of which the first `reserved` start at once (see
-/// [`sql::CLAIM`]).
+/// How many rows a claim asks for: up to `limit`, of which the first `reserved` start at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimSize {
+    pub(crate) limit: usize,
+    pub(crate) reserved: usize,
+}
+
+/// Claims rows of `queue` (see [`sql::CLAIM`]); a `limited` queue through
+/// [`sql::CLAIM_LIMITED`].
 pub(crate) async fn claim(
     db: &Db,
     queue: &str,
     names: &[String],
-    limit: usize,
-    reserved: usize,
+    ClaimSize { limit, reserved }: ClaimSize,
     worker_id: &str,
     lock_timeout: Duration,
+    limited: bool,
 ) -> Result<Vec<ClaimedRow>> {
-    let sql = sql::CLAIM.replace("{limit}", &limit.max(1).to_string());
+    let claim = if limited {
+        sql::CLAIM_LIMITED
+    } else {
+        sql::CLAIM
+    };
+    let sql = claim.replace("{limit}", &limit.max(1).to_string());
     let statement = stmt(
         &sql,
         vec![
@@ -214,19 +226,23 @@ pub(crate) async fn set_progress(
     Ok(written.len() == 1)
 }
 
-/// Which of `queues` are paused.
-pub(crate) async fn paused_queues(db: &Db, queues: Vec<String>) -> Result<Vec<String>> {
+/// The rows of `queues` in `tasklib_queues`: which are paused, which have limits.
+pub(crate) async fn queue_flags(db: &Db, queues: Vec<String>) -> Result<Vec<QueueFlags>> {
     let statement = stmt(
-        "SELECT queue FROM tasklib_queues WHERE queue = ANY($1::text[]) AND paused_at IS NOT NULL",
+        "SELECT queue, paused_at IS NOT NULL AS paused,
+                (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS limited
+         FROM tasklib_queues WHERE queue = ANY($1::text[])",
         vec![queues.into()],
     );
-    let rows = QueueRow::find_by_statement(statement).all(db).await?;
-    Ok(rows.into_iter().map(|r| r.queue).collect())
+    Ok(QueueFlags::find_by_statement(statement).all(db).await?)
 }
 
+/// A queue's row of `tasklib_queues`, as the pool needs it.
 #[derive(Debug, FromQueryResult)]
-struct QueueRow {
-    queue: String,
+pub(crate) struct QueueFlags {
+    pub(crate) queue: String,
+    pub(crate) paused: bool,
+    pub(crate) limited: bool,
 }
 
 /// Writes a cancellation decided by the handler (or asked for while it ran).
