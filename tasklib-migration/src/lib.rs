@@ -24,7 +24,7 @@
 
 use sea_orm_migration::prelude::*;
 
-pub use sea_orm_migration::{MigrationTrait, MigratorTrait};
+pub use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait};
 
 mod m20261123_000001_create_tasks;
 mod m20261130_000001_lean_indexes;
@@ -33,6 +33,7 @@ mod m20261203_000001_schema_channels;
 mod m20261204_000002_progress_and_errors;
 mod m20261204_000003_queue_pauses;
 mod m20261204_000004_retry_count_at_claim;
+mod m20261204_000006_schedules;
 
 /// Runs `statements` in order on the migration's connection: the body of migrations that are
 /// a list of SQL statements each way.
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000002_progress_and_errors::Migration),
             Box::new(m20261204_000003_queue_pauses::Migration),
             Box::new(m20261204_000004_retry_count_at_claim::Migration),
+            Box::new(m20261204_000006_schedules::Migration),
         ]
     }
 

@@ -183,11 +183,13 @@ pub enum Capability {
     /// Progress reported by a running handler
     /// ([`TaskContext::set_progress`](crate::TaskContext::set_progress)).
     Progress,
+    /// Recurring tasks on a cron expression ([`Schedule`](crate::Schedule)).
+    Schedules,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Delay,
         Capability::Priority,
         Capability::Retries,
@@ -200,6 +202,7 @@ impl Capability {
         Capability::Admin,
         Capability::Chains,
         Capability::Progress,
+        Capability::Schedules,
     ];
 
     /// A short lowercase name (`transactional_submit`).
@@ -217,6 +220,7 @@ impl Capability {
             Capability::Admin => "admin",
             Capability::Chains => "chains",
             Capability::Progress => "progress",
+            Capability::Schedules => "schedules",
         }
     }
 }

@@ -184,7 +184,7 @@ impl<'a> TypeDefaults<'a> {
 }
 
 /// A checked row, ready for an engine to write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct NewTask {
     pub(crate) id: Uuid,
     pub(crate) name: String,

@@ -92,6 +92,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261204_000002_progress_and_errors".to_owned(),
             "m20261204_000003_queue_pauses".to_owned(),
             "m20261204_000004_retry_count_at_claim".to_owned(),
+            "m20261204_000006_schedules".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;
@@ -212,13 +213,19 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
 /// old rule are carried over so that the monitoring queries read them right.
 #[tokio::test]
 async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
-    use tasklib_migration::{Migrator, MigratorTrait};
+    use tasklib_migration::{MigrationName, Migrator, MigratorTrait};
 
     let db = TestDatabase::empty().await?;
     let config = Config::builder(db.url()).run_migrations(false).build()?;
     let tasks = TaskLib::connect_with(config).await?;
-    let all = Migrator::migrations().len();
-    let before = all - 1;
+    // The migrations before the one under test, and how many come after it (found by name,
+    // so that later migrations do not shift it).
+    let all = Migrator::migrations();
+    let before = all
+        .iter()
+        .position(|m| m.name() == "m20261204_000004_retry_count_at_claim")
+        .ok_or("migration m20261204_000004 is not in the list")?;
+    let from_it_on = u32::try_from(all.len() - before)?;
     Migrator::up(tasks.db()?, Some(u32::try_from(before)?)).await?;
     let client = raw(&db).await?;
     // Under the old rule: waiting for retry 2 of 3 (two granted), failed for good by a
@@ -239,7 +246,7 @@ async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
     let counts: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
     assert_eq!(counts, vec![1, 3, 3, 1]);
 
-    Migrator::down(tasks.db()?, Some(1)).await?;
+    Migrator::down(tasks.db()?, Some(from_it_on)).await?;
     let rows = client
         .query("SELECT retry_count FROM tasks ORDER BY id", &[])
         .await?;
