@@ -24,7 +24,7 @@
 
 use sea_orm_migration::prelude::*;
 
-pub use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait};
+pub use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 mod m20261123_000001_create_tasks;
 mod m20261130_000001_lean_indexes;

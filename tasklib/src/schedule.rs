@@ -18,9 +18,11 @@ use crate::submit::{NewTask, OwnedDefaults, SubmitOptions};
 use crate::task::Task;
 use crate::{Error, Result};
 
-/// How late a tick may be claimed and still count as on time: one minute. A tick claimed
-/// later than this after its time (every process running the schedule was down, say) is a
-/// *missed* tick, and [`MissedTicks`] says what becomes of it.
+/// How late a tick may be claimed and still count as on time: one minute. On-time ticks
+/// each submit their task, even when a pool claims several at once because it woke late (a
+/// busy machine, a restart of a few seconds). A tick older than this when claimed (every
+/// process running the schedule was down, say) is *missed*, and [`MissedTicks`] says what
+/// becomes of it.
 pub const MISSED_TICK_GRACE: Duration = Duration::from_secs(60);
 
 /// What a schedule does with ticks that passed while no process ran it (see
@@ -328,7 +330,11 @@ pub(crate) struct Recurring {
     row: NewTask,
 }
 
-/// A tick to claim: the latest one due, and whether it submits a task.
+/// Ticks one round claims at most: a minute's worth of a schedule that ticks every second,
+/// the most that can be on time at once.
+const MAX_TICKS_PER_ROUND: usize = 61;
+
+/// A tick to claim, and whether it submits a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DueTick {
     pub(crate) at: DateTime<Utc>,
@@ -337,23 +343,40 @@ pub(crate) struct DueTick {
 }
 
 impl Recurring {
-    /// The tick due at `now` (the database's clock) after `last_tick`, the latest one
-    /// claimed; `None` when nothing is due. Ticks between `last_tick` and the latest due
-    /// one are never claimed on their own: one claim covers them all.
-    pub(crate) fn due(
-        &self,
-        last_tick: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Option<DueTick> {
-        let at = self.timing.latest_at_or_before(now)?;
-        if last_tick.is_some_and(|last| last >= at) {
-            return None;
+    /// The ticks to claim at `now` (the database's clock), oldest first, given `last_tick`,
+    /// the latest one claimed; empty when nothing is due.
+    ///
+    /// Every tick after `last_tick` that is still on time (at most [`MISSED_TICK_GRACE`] old)
+    /// is claimed on its own and submits its task, so a process that wakes a little late
+    /// catches up tick by tick. Older ticks are missed: they are claimed as one, the latest
+    /// of them, which submits a task only under [`MissedTicks::RunOnce`].
+    pub(crate) fn due(&self, last_tick: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<DueTick> {
+        // Ticks at or after the horizon are on time.
+        let grace = chrono::Duration::from_std(MISSED_TICK_GRACE).unwrap_or_default();
+        let horizon = now - grace;
+        let just_before = |t: DateTime<Utc>| t - chrono::Duration::nanoseconds(1);
+        let after_last = |t: DateTime<Utc>| last_tick.is_none_or(|last| t > last);
+        let mut due = Vec::new();
+        if let Some(missed) = self.timing.latest_at_or_before(just_before(horizon))
+            && after_last(missed)
+        {
+            due.push(DueTick {
+                at: missed,
+                run: self.missed == MissedTicks::RunOnce,
+            });
         }
-        let late = (now - at).to_std().unwrap_or(Duration::ZERO) > MISSED_TICK_GRACE;
-        Some(DueTick {
-            at,
-            run: !late || self.missed == MissedTicks::RunOnce,
-        })
+        let mut cursor = match last_tick {
+            Some(last) if last >= horizon => last,
+            _ => just_before(horizon),
+        };
+        while let Some(at) = self.timing.next_after(cursor) {
+            if at > now || due.len() > MAX_TICKS_PER_ROUND {
+                break;
+            }
+            due.push(DueTick { at, run: true });
+            cursor = at;
+        }
+        due
     }
 
     /// The task of tick `at`: a fresh id, due at the tick, tagged `schedule` (the schedule's
@@ -559,43 +582,72 @@ mod tests {
         let once = recurring("0 * * * *", Tz::UTC, MissedTicks::RunOnce)?;
         let tick = utc(2026, 5, 1, 12, 0, 0);
         let last = Some(utc(2026, 5, 1, 11, 0, 0));
+        let runs = |at| DueTick { at, run: true };
         // On time (within the grace): runs whatever the setting.
         let now = tick + chrono::Duration::seconds(2);
         for schedule in [&skip, &once] {
-            assert_eq!(
-                schedule.due(last, now),
-                Some(DueTick {
-                    at: tick,
-                    run: true
-                })
-            );
+            assert_eq!(schedule.due(last, now), vec![runs(tick)]);
         }
         // Already claimed: nothing.
-        assert_eq!(skip.due(Some(tick), now), None);
+        assert_eq!(skip.due(Some(tick), now), vec![]);
         // Missed (every process down for hours): skipped, or run once for the latest tick.
         let long_ago = Some(utc(2026, 4, 1, 0, 0, 0));
         let now = tick + chrono::Duration::minutes(20);
         assert_eq!(
             skip.due(long_ago, now),
-            Some(DueTick {
+            vec![DueTick {
                 at: tick,
+                run: false
+            }]
+        );
+        assert_eq!(once.due(long_ago, now), vec![runs(tick)]);
+        // Just past the grace counts as missed; at the grace, on time.
+        let grace = chrono::Duration::from_std(MISSED_TICK_GRACE).unwrap_or_default();
+        assert_eq!(skip.due(last, tick + grace), vec![runs(tick)]);
+        assert_eq!(
+            skip.due(last, tick + grace + chrono::Duration::milliseconds(1)),
+            vec![DueTick {
+                at: tick,
+                run: false
+            }]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn late_rounds_catch_up_on_time_ticks_one_by_one() -> Result<()> {
+        let every_second = recurring("* * * * * *", Tz::UTC, MissedTicks::Skip)?;
+        let last = utc(2026, 5, 1, 12, 0, 0);
+        let now = last + chrono::Duration::milliseconds(3_400);
+        let ticks: Vec<_> = every_second.due(Some(last), now);
+        assert_eq!(
+            ticks,
+            (1..=3)
+                .map(|s| DueTick {
+                    at: last + chrono::Duration::seconds(s),
+                    run: true
+                })
+                .collect::<Vec<_>>()
+        );
+        // Down for ten minutes: the ticks older than the grace are one skipped claim, the
+        // last minute's are claimed one by one.
+        let now = last + chrono::Duration::minutes(10);
+        let ticks = every_second.due(Some(last), now);
+        let horizon = now - chrono::Duration::from_std(MISSED_TICK_GRACE).unwrap_or_default();
+        assert_eq!(
+            ticks.first(),
+            Some(&DueTick {
+                at: horizon - chrono::Duration::seconds(1),
                 run: false
             })
         );
         assert_eq!(
-            once.due(long_ago, now),
-            Some(DueTick {
-                at: tick,
-                run: true
-            })
+            ticks.len(),
+            62,
+            "one missed claim and 61 on time (both ends)"
         );
-        // Just past the grace counts as missed; at the grace, on time.
-        let grace = chrono::Duration::from_std(MISSED_TICK_GRACE).unwrap_or_default();
-        assert!(skip.due(last, tick + grace).is_some_and(|d| d.run));
-        assert!(
-            skip.due(last, tick + grace + chrono::Duration::seconds(1))
-                .is_some_and(|d| !d.run)
-        );
+        assert!(ticks.iter().skip(1).all(|t| t.run && t.at >= horizon));
+        assert_eq!(ticks.last().map(|t| t.at), Some(now));
         Ok(())
     }
 

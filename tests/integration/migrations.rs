@@ -213,7 +213,7 @@ async fn a_database_at_the_first_migration_upgrades_with_its_tasks_and_can_go_ba
 /// old rule are carried over so that the monitoring queries read them right.
 #[tokio::test]
 async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
-    use tasklib_migration::{MigrationName, Migrator, MigratorTrait};
+    use tasklib_migration::{Migrator, MigratorTrait};
 
     let db = TestDatabase::empty().await?;
     let config = Config::builder(db.url()).run_migrations(false).build()?;

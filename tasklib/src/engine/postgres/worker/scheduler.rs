@@ -3,8 +3,8 @@
 //!
 //! When the pool starts, it writes the schedules' definitions to `tasklib_schedules`. Then,
 //! round after round, it reads the latest tick of each schedule with the database's clock,
-//! claims the tick that is due (which writes its task in the same statement:
-//! [`insert::claim_tick`]), and sleeps until the next tick of any schedule. Every pool of
+//! claims the ticks that are due, oldest first (each claim writes its task in the same
+//! statement: [`insert::claim_tick`]), and sleeps until the next tick of any schedule. Every pool of
 //! every process running a schedule does the same; the claim lets one of them through per
 //! tick. Each step is one statement in a transaction of its own, so it works behind a
 //! transaction pooler.
@@ -34,6 +34,12 @@ const WAKE_MARGIN: Duration = Duration::from_millis(5);
 
 pub(crate) async fn run(pool: Arc<PoolShared>, schedules: Vec<Arc<Recurring>>, inserts: Inserts) {
     let mut stop = pool.lifeline.on_stop();
+    tracing::info!(
+        worker_id = %pool.worker_id,
+        schedules = ?schedules.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        "running {} schedule(s)",
+        schedules.len()
+    );
     let mut scheduler = Scheduler {
         names: schedules.iter().map(|s| s.name.clone()).collect(),
         schedules,
@@ -96,7 +102,9 @@ impl Scheduler {
                 break;
             }
             let last_tick = latest.get(schedule.name.as_str()).copied().flatten();
-            if let Some(due) = schedule.due(last_tick, now) {
+            // Oldest first; a tick another pool claimed meanwhile is `Taken` and costs a
+            // statement that changes nothing.
+            for due in schedule.due(last_tick, now) {
                 self.claim(pool, schedule, due, last_tick, now).await?;
             }
         }
@@ -131,18 +139,19 @@ impl Scheduler {
         )
         .await?;
         let late_by = (now - due.at).to_std().unwrap_or_default();
+        let tick = due.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let task = match claimed {
             TickClaim::Taken => return Ok(()),
             TickClaim::Submitted(id) => {
                 if late_by > crate::schedule::MISSED_TICK_GRACE {
-                    tracing::info!(schedule = %schedule.name, tick = %due.at, ?late_by, ?last_tick, task.id = %id, "submitted a missed tick once (missed = run_once)");
+                    tracing::info!(schedule = %schedule.name, %tick, ?late_by, ?last_tick, task.id = %id, "submitted a missed tick once (missed = run_once)");
                 } else {
-                    tracing::debug!(schedule = %schedule.name, tick = %due.at, task.id = %id, "submitted a tick");
+                    tracing::debug!(schedule = %schedule.name, %tick, task.id = %id, "submitted a tick");
                 }
                 Some(id)
             }
             TickClaim::Skipped => {
-                tracing::info!(schedule = %schedule.name, tick = %due.at, ?late_by, ?last_tick, "skipped a missed tick (missed = skip)");
+                tracing::info!(schedule = %schedule.name, %tick, ?late_by, ?last_tick, "skipped a missed tick (missed = skip)");
                 None
             }
         };
