@@ -593,6 +593,12 @@ impl TaskLib {
         self.inner.registry.add_schedule(recurring)
     }
 
+    /// The schedules registered on this `TaskLib`, by name.
+    #[cfg(feature = "cli")]
+    pub(crate) fn registered_schedules(&self) -> Vec<Arc<crate::schedule::Recurring>> {
+        self.inner.registry.schedules()
+    }
+
     /// The schedules the database knows (those some worker pool registered), by name, with
     /// their latest tick and the next one. PostgreSQL only.
     ///

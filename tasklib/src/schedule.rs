@@ -80,8 +80,7 @@ impl fmt::Display for MissedTicks {
 /// # use validator::Validate;
 /// # #[derive(Debug, Serialize, Deserialize, Validate)] struct NightlyReport { recipients: String }
 /// # impl tasklib::Task for NightlyReport { const NAME: &'static str = "nightly_report"; type Output = (); }
-/// # fn main() -> Result<(), tasklib::Error> {
-/// # let tasks: tasklib::TaskLib = todo!();
+/// # fn example(tasks: &tasklib::TaskLib) -> Result<(), tasklib::Error> {
 /// use tasklib::{MissedTicks, Schedule, SubmitOptions};
 ///
 /// tasks.schedule(
@@ -93,6 +92,7 @@ impl fmt::Display for MissedTicks {
 /// )?;
 /// // Every worker pool this `TaskLib` starts now runs the schedule.
 /// let workers = tasks.spawn_workers(4)?;
+/// # drop(workers);
 /// # Ok(())
 /// # }
 /// ```
