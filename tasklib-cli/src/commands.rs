@@ -34,7 +34,9 @@ impl fmt::Display for CliError {
             CliError::Input(message) | CliError::Outcome(message) => f.write_str(message),
             CliError::Tasklib(error) => {
                 let mut text = tasklib::cli::one_line(error);
-                if text.contains("relation \"tasks\" does not exist") {
+                if text.contains("relation \"tasks\" does not exist")
+                    || text.contains("relation \"tasklib_")
+                {
                     text.push_str(" (run `tasklib migrate` first)");
                 }
                 f.write_str(&text)
