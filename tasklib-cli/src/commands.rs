@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
 use serde_json::{Map, Value, json};
 use tasklib::cli::EngineArgs;
@@ -33,7 +34,9 @@ impl fmt::Display for CliError {
             CliError::Input(message) | CliError::Outcome(message) => f.write_str(message),
             CliError::Tasklib(error) => {
                 let mut text = tasklib::cli::one_line(error);
-                if text.contains("relation \"tasks\" does not exist") {
+                if text.contains("relation \"tasks\" does not exist")
+                    || text.contains("relation \"tasklib_")
+                {
                     text.push_str(" (run `tasklib migrate` first)");
                 }
                 f.write_str(&text)
@@ -324,6 +327,7 @@ impl Command {
             Command::Resume { .. } => Some("resume"),
             Command::Limit(_) => Some("limit"),
             Command::Prune(_) => Some("prune"),
+            Command::Schedules { .. } => Some("schedules"),
             Command::Submit(_) | Command::Result(_) => None,
         }
     }
@@ -430,6 +434,7 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
             let n = connect(engine).await?.delete(id).await?;
             println!("deleted {id} ({n} row{})", if n == 1 { "" } else { "s" });
         }
+        Command::Schedules { json } => schedules(&connect(engine).await?, json).await?,
         Command::Prune(args) => {
             let n = connect(engine)
                 .await?
@@ -555,6 +560,72 @@ async fn status(tasks: &TaskLib, json: bool) -> Result<()> {
             "OLDEST DUE",
             "STATE",
             "LIMITS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn schedules(tasks: &TaskLib, json: bool) -> Result<()> {
+    let schedules = tasks.list_schedules().await?;
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map_or_else(
+            || "-".to_owned(),
+            |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        )
+    };
+    if json {
+        let list: Vec<Value> = schedules
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "task": s.task,
+                    "cron": s.cron,
+                    "time_zone": s.time_zone,
+                    "missed": s.missed.as_str(),
+                    "last_tick": s.last_tick.map(|t| time(Some(t))),
+                    "last_task_id": s.last_task_id,
+                    "next_run": s.next_run.map(|t| time(Some(t))),
+                    "updated_at": time(Some(s.updated_at)),
+                })
+            })
+            .collect();
+        println!("{}", json!({ "schedules": list }));
+        return Ok(());
+    }
+    if schedules.is_empty() {
+        println!("no schedules: a worker pool writes its schedules here when it starts");
+        return Ok(());
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = schedules
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.task.clone(),
+                s.cron.clone(),
+                s.time_zone.clone(),
+                s.missed.as_str().to_owned(),
+                time(s.last_tick),
+                time(s.next_run),
+                (now - s.updated_at)
+                    .to_std()
+                    .map_or_else(|_| "now".to_owned(), |d| format!("{} ago", age(d))),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "TASK",
+            "CRON",
+            "ZONE",
+            "MISSED",
+            "LAST TICK",
+            "NEXT RUN",
+            "UPDATED",
         ],
         &rows,
     );

@@ -10,6 +10,7 @@
 //! tasklib pause <queue> | tasklib resume <queue>
 //! tasklib limit <queue> [--concurrency N] [--rate 100/1m]
 //! tasklib prune --state completed --older-than 7d
+//! tasklib schedules [--json]
 //! tasklib submit add_numbers --args '[15, 25]' [--queue Q] [--delay 10s] [--priority N]
 //!                [--unique-key KEY [--unique-period 1h]]
 //! tasklib result <id> [--wait 30s] [--json]
@@ -92,6 +93,12 @@ enum Command {
     },
     /// Delete finished tasks older than an age.
     Prune(commands::PruneArgs),
+    /// Recurring tasks (cron schedules) the workers registered: latest tick and next run.
+    Schedules {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Submit a task by name; prints its id.
     Submit(commands::SubmitArgs),
     /// A task's status, and its value or error; exits 0 only when it completed.

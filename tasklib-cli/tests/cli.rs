@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tasklib::migration::MigratorTrait;
-use tasklib::{BackendType, SubmitOptions, Task, TaskContext, TaskError, TaskLib};
+use tasklib::{
+    BackendType, Schedule, SubmitOptions, Task, TaskContext, TaskError, TaskLib, WorkerEvent,
+};
 use tasklib_test_utils::TestDatabase;
 use uuid::Uuid;
 use validator::Validate;
@@ -830,5 +832,75 @@ async fn limit_sets_and_clears_a_queues_limits_and_status_shows_them() -> TestRe
     ] {
         assert_one_line_error(&tasklib(&db, &bad)?, 2)?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn schedules_lists_each_schedule_with_its_last_tick_and_next_run() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let out = tasklib(&db, &["schedules"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("no schedules"), "{}", stdout(&out));
+
+    // A worker pool registers its schedule; wait for its first tick, then stop it.
+    let tasks = TaskLib::connect(db.url()).await?;
+    tasks.register(|args: AddNumbers, _: TaskContext| async move {
+        Ok::<_, TaskError>(args.a + args.b)
+    })?;
+    tasks.schedule(
+        Schedule::new("sums", "* * * * * *")?
+            .time_zone("Europe/Paris")?
+            .args(AddNumbers { a: 1, b: 2 }),
+    )?;
+    let pool = tasks.spawn_workers(1)?;
+    let mut events = pool.subscribe();
+    let first_tick = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let WorkerEvent::ScheduleTicked { tick, .. } = events.recv().await? {
+                return Ok::<_, tokio::sync::broadcast::error::RecvError>(tick);
+            }
+        }
+    })
+    .await??;
+    pool.shutdown().await?;
+
+    let out = tasklib(&db, &["schedules"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("NAME"), "{text}");
+    for column in ["CRON", "ZONE", "MISSED", "LAST TICK", "NEXT RUN"] {
+        assert!(lines[0].contains(column), "{text}");
+    }
+    assert!(lines[1].starts_with("sums"), "{text}");
+    for cell in ["add_numbers", "* * * * * *", "Europe/Paris", "skip"] {
+        assert!(lines[1].contains(cell), "{cell}: {text}");
+    }
+
+    let out = tasklib(&db, &["schedules", "--json"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    let sums = &json["schedules"][0];
+    assert_eq!(sums["name"], "sums", "{json}");
+    assert_eq!(sums["task"], "add_numbers");
+    assert_eq!(sums["cron"], "* * * * * *");
+    assert_eq!(sums["time_zone"], "Europe/Paris");
+    assert_eq!(sums["missed"], "skip");
+    let time = |field: &str| {
+        sums[field]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .ok_or(format!("{field} is not a time: {json}"))
+    };
+    let last_tick = time("last_tick")?;
+    assert!(last_tick >= first_tick, "{json}");
+    assert!(time("next_run")? > last_tick, "{json}");
+    assert!(sums["last_task_id"].is_string(), "{json}");
+    // The last tick is the one shown in the table.
+    let shown = last_tick
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(lines[1].contains(&shown), "{shown}: {text}");
     Ok(())
 }

@@ -34,6 +34,7 @@ mod m20261204_000002_progress_and_errors;
 mod m20261204_000003_queue_pauses;
 mod m20261204_000004_retry_count_at_claim;
 mod m20261204_000005_unique_keys;
+mod m20261204_000006_schedules;
 mod m20261204_000007_queue_limits;
 
 /// Runs `statements` in order on the migration's connection: the body of migrations that are
@@ -68,6 +69,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000003_queue_pauses::Migration),
             Box::new(m20261204_000004_retry_count_at_claim::Migration),
             Box::new(m20261204_000005_unique_keys::Migration),
+            Box::new(m20261204_000006_schedules::Migration),
             Box::new(m20261204_000007_queue_limits::Migration),
         ]
     }

@@ -186,11 +186,13 @@ pub enum Capability {
     /// Unique tasks: a duplicate submit returns the existing task
     /// ([`SubmitOptions::unique_key`](crate::SubmitOptions::unique_key)).
     Unique,
+    /// Recurring tasks on a cron expression ([`Schedule`](crate::Schedule)).
+    Schedules,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 13] = [
+    pub const ALL: [Capability; 14] = [
         Capability::Delay,
         Capability::Priority,
         Capability::Retries,
@@ -204,6 +206,7 @@ impl Capability {
         Capability::Chains,
         Capability::Progress,
         Capability::Unique,
+        Capability::Schedules,
     ];
 
     /// A short lowercase name (`transactional_submit`).
@@ -222,6 +225,7 @@ impl Capability {
             Capability::Chains => "chains",
             Capability::Progress => "progress",
             Capability::Unique => "unique",
+            Capability::Schedules => "schedules",
         }
     }
 }

@@ -332,7 +332,27 @@ fn help_with_task_types(
                 .iter()
                 .map(|t| format!("  {:width$}  queue: {}", t.name, t.queue))
                 .collect();
-            format!("Task types this worker runs:\n{}", lines.join("\n"))
+            let mut listing = format!("Task types this worker runs:\n{}", lines.join("\n"));
+            let schedules = tasks.registered_schedules();
+            if !schedules.is_empty() {
+                let lines: Vec<String> = schedules
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "  {}  `{}` ({}): {}",
+                            s.name,
+                            s.timing.expression(),
+                            s.timing.zone_name(),
+                            s.task_name()
+                        )
+                    })
+                    .collect();
+                listing.push_str(&format!(
+                    "\n\nSchedules this worker runs:\n{}",
+                    lines.join("\n")
+                ));
+            }
+            listing
         }
         Err(error) => format!("Task types: could not be listed ({})", one_line(&error)),
     };
@@ -416,6 +436,42 @@ pub fn clap_exit(err: &clap::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, validator::Validate)]
+    struct Ping {
+        n: i64,
+    }
+
+    impl crate::Task for Ping {
+        const NAME: &'static str = "ping";
+        type Output = i64;
+    }
+
+    #[test]
+    fn help_lists_the_task_types_and_the_schedules_without_connecting() {
+        let args: Vec<OsString> = vec!["worker".into(), "--help".into()];
+        let help = help_with_task_types(&args, |tasks| {
+            tasks.register(|ping: Ping, _: crate::TaskContext| async move {
+                Ok::<_, crate::TaskError>(ping.n)
+            })?;
+            tasks.schedule(
+                crate::Schedule::new("pinger", "*/5 * * * *")?
+                    .time_zone("Europe/Paris")?
+                    .args(Ping { n: 1 }),
+            )
+        })
+        .to_string();
+        assert!(
+            help.contains("Task types this worker runs:\n  ping"),
+            "{help}"
+        );
+        assert!(
+            help.contains(
+                "Schedules this worker runs:\n  pinger  `*/5 * * * *` (Europe/Paris): ping"
+            ),
+            "{help}"
+        );
+    }
 
     fn args(list: &[&str]) -> std::result::Result<WorkerArgs, clap::Error> {
         let mut all = vec!["worker", "--database-url", "postgres://localhost/x"];

@@ -14,13 +14,14 @@ use crate::chain::{Chain, ChainIds, NewChain, StepArgs};
 use crate::config::Config;
 use crate::control::CancelOutcome;
 use crate::engine::Engine;
-use crate::engine::postgres::{PgEngine, admin, insert, migrate, read};
+use crate::engine::postgres::{PgEngine, admin, insert, migrate, read, schedules};
 use crate::handler::{BlockingHandler, Handler};
 use crate::limits::QueueLimits;
 use crate::query::{QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
 use crate::result::TaskResult;
+use crate::schedule::{Schedule, ScheduleInfo};
 use crate::submit::{self, NewTask, OwnedDefaults, SubmitOptions, TypeDefaults};
 use crate::task::Task;
 use crate::unique::Submitted;
@@ -657,6 +658,48 @@ impl TaskLib {
     /// [`Error::Database`] when a statement fails; [`Error::Unsupported`] on other engines.
     pub async fn prune(&self, states: &[TaskState], older_than: Duration) -> Result<u64> {
         admin::prune(self.postgres(Capability::Admin)?.db(), states, older_than).await
+    }
+
+    /// Registers a recurring task: every worker pool this `TaskLib` starts from now on runs
+    /// the schedule, and submits its task at each tick. Any number of processes may run the
+    /// same schedule (the same name): each tick submits exactly one task. A process that
+    /// runs no worker pool runs no schedule. Register every schedule before starting
+    /// workers. PostgreSQL only.
+    ///
+    /// The schedule's definition is written to the table `tasklib_schedules` when a pool
+    /// starts, for [`list_schedules`](Self::list_schedules) and `tasklib schedules`.
+    /// `docs/concepts.md` ("Recurring tasks (cron)") has the rules: the database's clock,
+    /// missed ticks, time zones.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on an engine without schedules (checked first, before
+    /// anything else); the errors of [`submit`](Self::submit) for the schedule's arguments
+    /// and options (a delay is refused: the task is due at its tick);
+    /// [`Error::InvalidOption`] for a schedule without [`args`](crate::Schedule::args);
+    /// [`Error::DuplicateSchedule`] for a name already registered here;
+    /// [`Error::ScheduledWhileRunning`] while a worker pool of this `TaskLib` runs.
+    pub fn schedule(&self, schedule: Schedule) -> Result<()> {
+        self.capabilities()
+            .require(self.backend_type(), Capability::Schedules)?;
+        let recurring = schedule.into_recurring(|name, args, defaults, options, key| {
+            self.prepare_row(name, args, defaults.borrowed(), options, key)
+        })?;
+        self.inner.registry.add_schedule(recurring)
+    }
+
+    /// The schedules registered on this `TaskLib`, by name.
+    #[cfg(feature = "cli")]
+    pub(crate) fn registered_schedules(&self) -> Vec<Arc<crate::schedule::Recurring>> {
+        self.inner.registry.schedules()
+    }
+
+    /// The schedules the database knows (those some worker pool registered), by name, with
+    /// their latest tick and the next one. PostgreSQL only.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails; [`Error::Unsupported`] on other engines.
+    pub async fn list_schedules(&self) -> Result<Vec<ScheduleInfo>> {
+        schedules::list(self.postgres(Capability::Schedules)?.db()).await
     }
 
     /// Starts an in-process worker pool with `concurrency` slots, serving the queues of every

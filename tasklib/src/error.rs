@@ -135,6 +135,49 @@ pub enum Error {
         reason: String,
     },
 
+    /// A schedule's cron expression does not parse, or never matches; nothing was
+    /// registered.
+    #[error(
+        "invalid cron expression `{expression}`: {reason}; write five fields (minute hour \
+         day-of-month month day-of-week) or six with seconds first, such as `0 3 * * *`"
+    )]
+    InvalidCron {
+        /// The expression as given.
+        expression: String,
+        /// What the parser said.
+        reason: String,
+    },
+
+    /// A schedule names a time zone the time zone database does not know; nothing was
+    /// registered.
+    #[error(
+        "unknown time zone `{zone}`: use an IANA name such as `Europe/Paris`, \
+         `America/New_York` or `UTC`"
+    )]
+    UnknownTimeZone {
+        /// The name as given.
+        zone: String,
+    },
+
+    /// A schedule with this name is already registered with this `TaskLib`.
+    #[error("a schedule named `{name}` is already registered")]
+    DuplicateSchedule {
+        /// The name.
+        name: String,
+    },
+
+    /// A schedule was registered while a worker pool of this `TaskLib` runs: running pools
+    /// run only the schedules registered when they started.
+    #[error(
+        "schedule `{name}` was registered while a worker pool is running: running pools run \
+         only the schedules registered when they started; register every schedule before \
+         `spawn_workers`, or shut the pool down first"
+    )]
+    ScheduledWhileRunning {
+        /// The schedule's name.
+        name: String,
+    },
+
     /// No task of that name is registered with this `TaskLib`.
     #[error("no task named `{name}` is registered: call `register` for it first")]
     UnknownTask {
@@ -353,6 +396,8 @@ impl Error {
                 | Error::InvalidOption { .. }
                 | Error::UnknownTask { .. }
                 | Error::Serialize { .. }
+                | Error::InvalidCron { .. }
+                | Error::UnknownTimeZone { .. }
         )
     }
 

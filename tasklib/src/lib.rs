@@ -88,6 +88,13 @@
 //! **Chains.** A [`Chain`] runs steps one after another; [`TaskLib::submit_chain`] writes them
 //! all at once and returns their [`ChainIds`] ([Chains](#chains) has the rule).
 //!
+//! **Recurring tasks (PostgreSQL).** A [`Schedule`] submits a task on every tick of a cron
+//! expression, in UTC or a named time zone; [`TaskLib::schedule`] registers it, and every
+//! worker pool of that `TaskLib` runs it, exactly one task per tick however many processes
+//! do. [`MissedTicks`] says what becomes of ticks missed while no process ran it (later than
+//! [`MISSED_TICK_GRACE`]); [`TaskLib::list_schedules`] reads them back as [`ScheduleInfo`].
+//! `docs/concepts.md` has the rules.
+//!
 //! **Reading tasks back (PostgreSQL).** [`TaskRecord`] is every stored fact about a task, in a
 //! [`TaskState`] ([`ParseTaskStateError`] when parsing one fails), with its failed attempts
 //! as [`AttemptError`]s; [`TaskFilter`] selects tasks
@@ -99,7 +106,8 @@
 //!
 //! **Running tasks.** [`TaskWorker`] configures a pool (slots per queue, polling, retention,
 //! [`ClaimAhead`]) and [`WorkerPool`] is the running handle: [`PoolStats`] counts what it did,
-//! and [`WorkerEvent`]s, each finished attempt with its [`TaskOutcome`], report it as it goes.
+//! and [`WorkerEvent`]s, each finished attempt with its [`TaskOutcome`] (and each tick of a
+//! schedule the pool claimed), report it as it goes.
 //! A pool has [`DEFAULT_CONCURRENCY`] slots unless told otherwise, and at most [`MAX_SLOTS`] per
 //! group. [`shutdown_signal`] resolves on SIGINT or SIGTERM, for
 //! [`TaskWorker::run_until`] or a web server's graceful shutdown. [`RetentionPolicy`] deletes
@@ -169,6 +177,7 @@ mod registry;
 mod result;
 mod retention;
 mod retry;
+mod schedule;
 mod state;
 mod submit;
 mod task;
@@ -200,6 +209,7 @@ pub use record::{AttemptError, TaskRecord};
 pub use registry::TaskInfo;
 pub use result::{TaskResult, TaskStatus};
 pub use retention::{DEFAULT_RETENTION_INTERVAL, PRUNE_BATCH, RetentionPolicy};
+pub use schedule::{MISSED_TICK_GRACE, MissedTicks, Schedule, ScheduleInfo};
 pub use state::{ParseTaskStateError, TaskState};
 pub use submit::SubmitOptions;
 pub use task::{BoxError, Task, TaskContext, TaskError};

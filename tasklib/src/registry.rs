@@ -1,5 +1,5 @@
 //! The registry: task names mapped to boxed handlers and to the checks the name-based submit
-//! path needs.
+//! path needs, and the schedules (recurring tasks) the client's worker pools run.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::handler::{BlockingHandler, Handler};
+use crate::schedule::Recurring;
 use crate::task::{Task, TaskContext, TaskError};
 use crate::{Error, Result};
 
@@ -76,10 +77,11 @@ impl std::fmt::Debug for Registered {
     }
 }
 
-/// Task names and their handlers. Cheap to clone (shared).
+/// Task names and their handlers, and schedules by name. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Registry {
     tasks: Arc<RwLock<BTreeMap<String, Registered>>>,
+    schedules: Arc<RwLock<BTreeMap<String, Arc<Recurring>>>>,
     /// Worker pools running over this registry; registering while one runs is refused.
     running_pools: Arc<AtomicUsize>,
 }
@@ -139,6 +141,32 @@ impl Registry {
         }
         tasks.insert(name, registered);
         Ok(())
+    }
+
+    /// Adds a checked schedule; refused while a pool runs (it would not run there).
+    pub(crate) fn add_schedule(&self, schedule: Recurring) -> Result<()> {
+        let mut schedules = self
+            .schedules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let name = schedule.name.clone();
+        if self.running_pools.load(Ordering::SeqCst) > 0 {
+            return Err(Error::ScheduledWhileRunning { name });
+        }
+        if schedules.contains_key(&name) {
+            return Err(Error::DuplicateSchedule { name });
+        }
+        schedules.insert(name, Arc::new(schedule));
+        Ok(())
+    }
+
+    /// The registered schedules, by name.
+    pub(crate) fn schedules(&self) -> Vec<Arc<Recurring>> {
+        let schedules = self
+            .schedules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        schedules.values().cloned().collect()
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Registered> {

@@ -158,6 +158,16 @@ impl WorkerProcess {
 
     /// Closes the lifeline and waits (bounded) for a clean exit.
     pub(crate) async fn stop(mut self) -> TestResult {
+        self.wait_exit().await
+    }
+
+    /// [`stop`](Self::stop), then what the process logged in all.
+    pub(crate) async fn stop_with_log(mut self) -> TestResult<String> {
+        self.wait_exit().await?;
+        Ok(self.log())
+    }
+
+    async fn wait_exit(&mut self) -> TestResult {
         drop(self.stdin.take());
         let deadline = Instant::now() + PATIENCE;
         loop {

@@ -33,6 +33,7 @@ mod operability;
 mod pauses;
 mod pooler;
 mod queues;
+mod schedules;
 mod schema;
 mod submit;
 mod tls;

@@ -93,6 +93,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261204_000003_queue_pauses".to_owned(),
             "m20261204_000004_retry_count_at_claim".to_owned(),
             "m20261204_000005_unique_keys".to_owned(),
+            "m20261204_000006_schedules".to_owned(),
             "m20261204_000007_queue_limits".to_owned(),
         ]
     );
@@ -219,11 +220,12 @@ async fn rows_counted_the_old_way_are_moved_to_retries_started() -> TestResult {
     let db = TestDatabase::empty().await?;
     let config = Config::builder(db.url()).run_migrations(false).build()?;
     let tasks = TaskLib::connect_with(config).await?;
-    // Every migration before the one under test.
+    // The migrations before the one under test (found by name, so that later migrations do
+    // not shift it); then it alone goes up, and down.
     let before = Migrator::migrations()
         .iter()
         .position(|m| m.name() == "m20261204_000004_retry_count_at_claim")
-        .ok_or("migration missing")?;
+        .ok_or("migration m20261204_000004 is not in the list")?;
     Migrator::up(tasks.db()?, Some(u32::try_from(before)?)).await?;
     let client = raw(&db).await?;
     // Under the old rule: waiting for retry 2 of 3 (two granted), failed for good by a

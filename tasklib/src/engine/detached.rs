@@ -1,6 +1,6 @@
 //! An engine that is not connected to anything: a [`TaskLib`](crate::TaskLib) on it only
-//! registers task types, so that a worker command can list them in its `--help` without a
-//! database. Every operation is refused with [`Error::BackendUnsupported`].
+//! registers task types and schedules, so that a worker command can list them in its
+//! `--help` without a database. Every operation is refused with [`Error::BackendUnsupported`].
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::Engine;
-use crate::backend::{BackendType, Capabilities};
+use crate::backend::{BackendType, Capabilities, Capability};
 use crate::chain::{ChainIds, NewChain};
 use crate::control::CancelOutcome;
 use crate::registry::Registry;
@@ -36,8 +36,10 @@ impl Engine for Detached {
         self.backend
     }
 
+    /// Registering a schedule only checks it: allowed, so that the worker command's
+    /// registration code runs unchanged for `--help`.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
+        Capabilities::none().with(Capability::Schedules)
     }
 
     fn submit(&self, _: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<crate::Submitted>>> {

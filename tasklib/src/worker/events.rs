@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// What happened to one attempt.
@@ -79,6 +80,16 @@ pub enum WorkerEvent {
     TasksPruned {
         /// How many.
         count: u64,
+    },
+    /// This pool claimed a tick of a schedule ([`Schedule`](crate::Schedule)): of all the
+    /// pools running the schedule, only the one that claimed a tick reports it.
+    ScheduleTicked {
+        /// The schedule's name.
+        schedule: String,
+        /// The tick (UTC).
+        tick: DateTime<Utc>,
+        /// The task it submitted; `None` for a missed tick that the schedule skips.
+        task: Option<Uuid>,
     },
     /// The notification listener connected (first time or after a reconnect). Producers
     /// fetch at once afterwards, since notifications sent while it was down are lost.

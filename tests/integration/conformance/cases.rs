@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tasklib::{
-    Capability, Chain, Error, SubmitOptions, TaskContext, TaskError, TaskStatus, TaskWorker,
+    Capability, Chain, Error, Schedule, SubmitOptions, TaskContext, TaskError, TaskStatus,
+    TaskWorker, WorkerEvent,
 };
 use uuid::Uuid;
 
@@ -523,5 +524,39 @@ pub(crate) async fn submit_by_name_without_the_task_type(h: &Harness) -> TestRes
             .is_some_and(|e| e.contains("invalid")),
         "{refused:?}"
     );
+    Ok(())
+}
+
+/// A schedule submits its task at its ticks, or the engine refuses it at registration,
+/// before anything is written (never ignored).
+pub(crate) async fn a_schedule_submits_its_task_or_is_refused(h: &Harness) -> TestResult {
+    register_common(&h.tasks)?;
+    let schedule = Schedule::new("every-second", "* * * * * *")?.args(AddNumbers { a: 20, b: 22 });
+    if !supports(h, Capability::Schedules) {
+        let refused = h.tasks.schedule(schedule);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Unsupported {
+                    capability: Capability::Schedules,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(h.written().await?, 0);
+        return Ok(());
+    }
+    h.tasks.schedule(schedule)?;
+    let pool = h.tasks.spawn_workers(2)?;
+    let mut events = pool.subscribe();
+    let id = crate::common::wait_for(&mut events, |event| match event {
+        WorkerEvent::ScheduleTicked { task, .. } => *task,
+        _ => None,
+    })
+    .await?;
+    let result = h.tasks.wait_result(id, PATIENCE).await?;
+    pool.shutdown().await?;
+    assert_eq!(result.value_as::<i64>()?, 42, "{result:?}");
     Ok(())
 }

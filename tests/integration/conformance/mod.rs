@@ -105,6 +105,7 @@ macro_rules! conformance_suite {
                 bad_input_writes_nothing,
                 submit_by_name_with_positional_or_keyword_arguments,
                 submit_by_name_without_the_task_type,
+                a_schedule_submits_its_task_or_is_refused,
             );
         }
     };

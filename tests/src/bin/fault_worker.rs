@@ -8,6 +8,8 @@
 //! - `FAULT_LOCK_TIMEOUT` (default `2s`), `FAULT_POLL_INTERVAL` (default `200ms`); either may
 //!   be `library` for tasklib's own default, as an application that sets nothing gets;
 //! - `FAULT_BEHAVIOUR`: `finish` (default), `sleep:<duration>`, `hold:<duration>`, `hang`;
+//! - `FAULT_SCHEDULE`: `<name>=<cron expression>` runs that schedule, which submits
+//!   `FaultJob { n: 0 }` at each tick (the schedules suite runs several such processes);
 //! - `RUST_LOG` for its log on standard error (default `warn`).
 //!
 //! Standard input is the lifeline: the test holds the other end of the pipe, so the worker
@@ -15,8 +17,8 @@
 
 use std::time::Duration;
 
-use tasklib::{Config, TaskLib, TaskWorker};
-use tasklib_tests::fault::{Behaviour, Recorder};
+use tasklib::{Config, Schedule, TaskLib, TaskWorker};
+use tasklib_tests::fault::{Behaviour, FaultJob, Recorder};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -61,6 +63,12 @@ async fn main() -> Result {
     }
     let tasks = TaskLib::connect_with(config.build()?).await?;
     tasks.register(Recorder::new(tasks.db()?.clone(), behaviour))?;
+    if let Some(schedule) = var("FAULT_SCHEDULE") {
+        let (name, expression) = schedule
+            .split_once('=')
+            .ok_or("FAULT_SCHEDULE is <name>=<cron expression>")?;
+        tasks.schedule(Schedule::new(name, expression)?.args(FaultJob { n: 0 }))?;
+    }
 
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {

@@ -1,9 +1,10 @@
-//! Writing new tasks: one row, many rows in one statement, and a chain's steps.
+//! Writing new tasks: one row, many rows in one statement, a chain's steps, and the task of
+//! a schedule's tick.
 
 use std::collections::HashSet;
 
-use chrono::DateTime;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
 use uuid::Uuid;
 
 use crate::chain::{ChainIds, NewChain};
@@ -100,6 +101,7 @@ pub(crate) struct Inserts {
     chain: String,
     unique: String,
     find_unique: String,
+    tick: String,
 }
 
 impl Inserts {
@@ -111,6 +113,11 @@ impl Inserts {
                 &format!("INSERT INTO \"{schema}\".tasks "),
                 1,
             )
+            .replacen(
+                "UPDATE tasklib_schedules ",
+                &format!("UPDATE \"{schema}\".tasklib_schedules "),
+                1,
+            )
         };
         Inserts {
             one: qualify(INSERT_TASK),
@@ -119,6 +126,7 @@ impl Inserts {
             unique: qualify(INSERT_UNIQUE),
             find_unique: FIND_UNIQUE
                 .replace("JOIN tasks AS t", &format!("JOIN \"{schema}\".tasks AS t")),
+            tick: qualify(CLAIM_TICK),
         }
     }
 }
@@ -372,6 +380,99 @@ pub(crate) async fn insert_chain<C: ConnectionTrait>(
     })
 }
 
+/// Claims tick `$9` of schedule `$8` and, when `$11`, writes its task (`$1`…`$7` as in
+/// [`INSERT_TASK`], due at the tick, tags `$12`), in one statement: exactly one process gets
+/// each tick, however many run the schedule, and the task exists if and only if its tick was
+/// claimed.
+///
+/// - The `UPDATE` is the claim. Concurrent claimers of the same tick queue on the schedule's
+///   row lock; once the first commits, the others re-check `last_tick < $9` on the row it
+///   wrote, find it false, and update nothing, so their `INSERT` (fed by the `UPDATE`'s
+///   rows) writes nothing either. No advisory lock, no session state: it works through a
+///   transaction pooler.
+/// - A tick older than `last_tick` is never claimed, so a process whose clock or expression
+///   lags cannot submit a tick again.
+/// - `$11` false claims the tick without a task: a missed tick that the schedule skips.
+/// - `$10` is the tick after this one, kept for readers of the table.
+const CLAIM_TICK: &str = r#"
+WITH claimed AS (
+    UPDATE tasklib_schedules AS s
+    SET last_tick = $9::timestamptz,
+        next_tick = $10::timestamptz,
+        last_task_id = CASE WHEN $11::bool THEN $1::uuid ELSE s.last_task_id END,
+        updated_at = now()
+    WHERE s.name = $8::text AND (s.last_tick IS NULL OR s.last_tick < $9::timestamptz)
+    RETURNING s.name
+), inserted AS (
+    INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
+    SELECT $1::uuid, $2::text, $3::text, $4::jsonb, $5::int4, $6::int4, $7::float8,
+           $9::timestamptz, $12::jsonb
+    FROM claimed
+    WHERE $11::bool
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM claimed) AS claimed, (SELECT id FROM inserted) AS task_id
+"#;
+
+/// What [`claim_tick`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TickClaim {
+    /// This call claimed the tick and wrote its task.
+    Submitted(Uuid),
+    /// This call claimed the tick and wrote nothing (a skipped missed tick).
+    Skipped,
+    /// Another process had claimed this tick, or a later one.
+    Taken,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct ClaimRow {
+    claimed: bool,
+    task_id: Option<Uuid>,
+}
+
+/// Claims tick `tick` of schedule `schedule` and, when `run`, writes `row` as its task (see
+/// [`CLAIM_TICK`]); `next` is the schedule's tick after this one.
+pub(crate) async fn claim_tick<C: ConnectionTrait>(
+    conn: &C,
+    sql: &Inserts,
+    schedule: &str,
+    tick: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    row: NewTask,
+    run: bool,
+) -> Result<TickClaim> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        &sql.tick,
+        [
+            row.id.into(),
+            row.name.into(),
+            row.queue.into(),
+            row.args.into(),
+            row.priority.into(),
+            row.max_retries.into(),
+            row.timeout_seconds.into(),
+            schedule.into(),
+            tick.into(),
+            next.into(),
+            run.into(),
+            row.tags.into(),
+        ],
+    );
+    let claim = ClaimRow::find_by_statement(statement)
+        .one(conn)
+        .await?
+        .ok_or(sea_orm::DbErr::RecordNotFound(
+            "the tick claim returned no row".to_owned(),
+        ))?;
+    Ok(match (claim.claimed, claim.task_id) {
+        (true, Some(id)) => TickClaim::Submitted(id),
+        (true, None) => TickClaim::Skipped,
+        (false, _) => TickClaim::Taken,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,8 +480,9 @@ mod tests {
     #[test]
     fn every_insert_names_the_schemas_table() {
         let sql = Inserts::new("jobs");
-        for text in [&sql.one, &sql.many, &sql.chain] {
+        for text in [&sql.one, &sql.many, &sql.chain, &sql.tick] {
             assert!(text.contains("INSERT INTO \"jobs\".tasks ("), "{text}");
         }
+        assert!(sql.tick.contains("UPDATE \"jobs\".tasklib_schedules AS s"));
     }
 }

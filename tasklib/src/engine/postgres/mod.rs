@@ -1,7 +1,7 @@
 //! The PostgreSQL engine: tasklib's own queue. Every SQL statement tasklib runs is in this
 //! module tree: writing tasks ([`insert`]), reading them ([`read`]), changing them from
 //! outside a worker ([`admin`]), waiting for results ([`wait`]), the migrations
-//! ([`migrate`]) and the worker pool ([`worker`]).
+//! ([`migrate`]), the schedules' table ([`schedules`]) and the worker pool ([`worker`]).
 
 pub(crate) mod admin;
 pub(crate) mod channels;
@@ -10,6 +10,7 @@ pub(crate) mod db;
 pub(crate) mod insert;
 pub(crate) mod migrate;
 pub(crate) mod read;
+pub(crate) mod schedules;
 pub(crate) mod tls;
 pub(crate) mod wait;
 pub(crate) mod worker;

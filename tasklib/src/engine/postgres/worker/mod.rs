@@ -3,7 +3,8 @@
 //! Inside a pool: one [listener](listener) connection wakes one [producer](producer) per
 //! queue; producers claim tasks for their free slots and start an [executor](executor) for
 //! each; the [completer](completer) writes outcomes, fenced by worker id and attempt;
-//! [maintenance] extends locks of running tasks and rescues tasks of dead workers.
+//! [maintenance] extends locks of running tasks and rescues tasks of dead workers; the
+//! [scheduler] submits the tasks of the client's schedules, when it has any.
 //!
 //! The pool gets what it needs (the connection pool, the configuration, the registry) and
 //! nothing of the client.
@@ -17,6 +18,7 @@ mod pace;
 mod pool;
 mod producer;
 mod queue_flags;
+mod scheduler;
 pub(crate) mod sql;
 pub(crate) mod store;
 
@@ -47,6 +49,7 @@ pub(crate) fn spawn(
     plan: WorkerPlan,
 ) -> Result<Box<dyn RunningPool>> {
     let total_slots = plan.total_slots();
+    let schedules = registry.schedules();
     let mut queues = HashMap::new();
     for (names, slots) in plan.groups {
         let freed: Vec<Arc<Notify>> = names.iter().map(|_| Arc::new(Notify::new())).collect();
@@ -113,6 +116,16 @@ pub(crate) fn spawn(
         "maintenance (heartbeats, rescues)".to_owned(),
         maintenance::run(Arc::clone(&shared)),
     ));
+    let scheduler = (!schedules.is_empty()).then(|| {
+        tokio::spawn(lifeline.guard(
+            "scheduler".to_owned(),
+            scheduler::run(
+                Arc::clone(&shared),
+                schedules,
+                crate::engine::postgres::insert::Inserts::new(config.schema()),
+            ),
+        ))
+    });
     let producers = shared
         .queues
         .values()
@@ -128,6 +141,7 @@ pub(crate) fn spawn(
         producers,
         listener,
         maintenance,
+        scheduler,
         grace: plan.grace,
         total_slots,
     }))
@@ -140,6 +154,8 @@ struct PgPool {
     producers: Vec<JoinHandle<()>>,
     listener: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    /// Runs the schedules, when there are any.
+    scheduler: Option<JoinHandle<()>>,
     grace: Duration,
     total_slots: usize,
 }
@@ -184,6 +200,14 @@ impl PgPool {
         self.shared.lifeline.stop();
         for producer in self.producers.drain(..) {
             let _ = producer.await;
+        }
+        // It stops at once, or after the statement it is running (a claim is all or nothing).
+        if let Some(mut scheduler) = self.scheduler.take()
+            && tokio::time::timeout(self.grace, &mut scheduler)
+                .await
+                .is_err()
+        {
+            scheduler.abort();
         }
         let drained = tokio::time::timeout(self.grace, self.shared.no_task_in_flight())
             .await
