@@ -1,5 +1,5 @@
 //! A worker process for the fault suite: serves
-//! [`FaultJob`](tasklib_tests::fault::FaultJob) tasks with the [`Recorder`] handler until its
+//! [`FaultJob`] tasks with the [`Recorder`] handler until its
 //! standard input closes (then shuts down gracefully) or it is killed.
 //!
 //! Settings come from the environment:
