@@ -463,3 +463,106 @@ async fn adds_numbers_on_the_engine_the_flag_chooses() -> TestResult {
     assert!(log.contains(&shown), "{shown:?} missing from: {log}");
     Ok(())
 }
+
+/// A free loopback port (taken and released at once).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The value of the sample `metric{labels}` (labels as printed, in any order) in Prometheus'
+/// text format.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.starts_with(&format!("{metric}{{"))
+                && labels.iter().all(|label| line.contains(label))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn serves_prometheus_metrics_of_the_tasks_it_runs() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let worker = Worker::start(
+        &["--queues", "default", "--metrics-listen", &listen],
+        &[
+            ("DATABASE_URL", db.url()),
+            ("RUST_LOG", "info"),
+            // A heartbeat (which samples the queue gauges) every second.
+            ("TASKLIB_LOCK_TIMEOUT", "3s"),
+        ],
+    )?;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(tasks.submit(AddNumbers { a: n, b: 1 }).await?);
+    }
+    let overflow = tasks.submit(AddNumbers { a: i64::MAX, b: 1 }).await?;
+    for id in ids.iter().chain([&overflow]) {
+        tasks.wait_result(*id, PATIENCE).await?;
+    }
+    // The outcome is counted just after it is written: scrape until it shows.
+    let url = format!("http://{listen}/metrics");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let text = match reqwest::get(&url).await {
+            Ok(response) => response.text().await?,
+            Err(_) => String::new(),
+        };
+        let done = sample(
+            &text,
+            "tasklib_tasks_completed_total",
+            &[r#"name="add_numbers""#],
+        );
+        let sampled = sample(&text, "tasklib_queue_pending", &[r#"queue="default""#]);
+        if (done == Some(3.0) && sampled == Some(0.0)) || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let add = [r#"name="add_numbers""#, r#"queue="default""#];
+    assert_eq!(
+        sample(&text, "tasklib_tasks_completed_total", &add),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tasklib_tasks_failed_total", &add),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tasklib_task_run_seconds_count", &add),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tasklib_task_wait_seconds_count", &add),
+        Some(4.0),
+        "{text}"
+    );
+    // The gauges, sampled at a heartbeat: nothing is left to do.
+    assert_eq!(
+        sample(&text, "tasklib_queue_pending", &[r#"queue="default""#]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "tasklib_queue_running", &[r#"queue="default""#]).is_some(),
+        "{text}"
+    );
+    assert!(
+        text.contains("tasklib_task_run_seconds_bucket{"),
+        "histograms, not summaries: {text}"
+    );
+    let (exit, log) = worker.stop().await?;
+    assert!(exit.success(), "exit status {exit}; log: {log}");
+    assert!(log.contains("serving Prometheus metrics"), "{log}");
+    Ok(())
+}

@@ -195,6 +195,12 @@ pub struct WorkerArgs {
     /// with an error, for its supervisor to start it again, e.g. `5m` [default: 2m].
     #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
     pub max_outage: Option<Duration>,
+
+    /// Serve Prometheus metrics (`tasklib_*`) over HTTP on this address, e.g.
+    /// `127.0.0.1:9464` (scrape `/metrics`). Needs the cargo feature `prometheus`.
+    #[cfg(feature = "prometheus")]
+    #[arg(long, env = "TASKLIB_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// One `--concurrency` value: for every queue, or for one.
@@ -371,6 +377,11 @@ fn help_with_task_types(
 
 async fn work(args: WorkerArgs, register: impl FnOnce(&TaskLib) -> Result<()>) -> Result<()> {
     let config = args.engine.config_builder()?.build()?;
+    #[cfg(feature = "prometheus")]
+    if let Some(addr) = args.metrics_listen {
+        crate::metrics::serve_prometheus(addr)?;
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
     tracing::info!("tasklib backend: {}", config.backend_config());
     let tasks = TaskLib::connect_with(config).await?;
     register(&tasks)?;

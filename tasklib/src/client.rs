@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::engine::postgres::{PgEngine, admin, insert, migrate, read, schedules};
 use crate::handler::{BlockingHandler, Handler};
 use crate::limits::QueueLimits;
+use crate::metrics::Submitting;
 use crate::query::{QueueStatus, TaskCounts, TaskFilter};
 use crate::record::TaskRecord;
 use crate::registry::{Registry, TaskInfo};
@@ -287,7 +288,10 @@ impl TaskLib {
     ) -> Result<Uuid> {
         let pg = self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_typed(&args, None, &options)?;
-        Ok(insert::insert_one(conn, pg.inserts(), row).await?.id)
+        let counting = Submitting::of(std::slice::from_ref(&row));
+        let submitted = insert::insert_one(conn, pg.inserts(), row).await?;
+        counting.done(std::slice::from_ref(&submitted));
+        Ok(submitted.id)
     }
 
     /// Validates every item, then submits them all at once: all or nothing. The options apply
@@ -318,7 +322,9 @@ impl TaskLib {
     ) -> Result<Vec<Uuid>> {
         let pg = self.postgres(Capability::TransactionalSubmit)?;
         let rows = self.prepare_many(items, &options)?;
+        let counting = Submitting::of(&rows);
         let submitted = insert::insert(conn, pg.inserts(), rows).await?;
+        counting.done(&submitted);
         Ok(submitted.into_iter().map(|s| s.id).collect())
     }
 
@@ -410,7 +416,10 @@ impl TaskLib {
     ) -> Result<Uuid> {
         let pg = self.postgres(Capability::TransactionalSubmit)?;
         let row = self.prepare_json(name, args, &options)?;
-        Ok(insert::insert_one(conn, pg.inserts(), row).await?.id)
+        let counting = Submitting::of(std::slice::from_ref(&row));
+        let submitted = insert::insert_one(conn, pg.inserts(), row).await?;
+        counting.done(std::slice::from_ref(&submitted));
+        Ok(submitted.id)
     }
 
     /// Submits every step of a [`Chain`] at once (all or nothing) and returns the chain's id
@@ -474,7 +483,11 @@ impl TaskLib {
             id: Uuid::now_v7(),
             steps,
         };
-        self.inner.engine.submit_chain(chain).await
+        let counting = Submitting::of(&chain.steps);
+        let ids = self.inner.engine.submit_chain(chain).await?;
+        let steps: Vec<Submitted> = ids.steps.iter().map(|&id| Submitted::new(id)).collect();
+        counting.done(&steps);
+        Ok(ids)
     }
 
     /// The result of a task or a chain: its status, and its value or error. For a chain, the
@@ -712,12 +725,17 @@ impl TaskLib {
     }
 
     async fn submit_rows(&self, rows: Vec<NewTask>) -> Result<Vec<Uuid>> {
+        let counting = Submitting::of(&rows);
         let submitted = self.inner.engine.submit(rows).await?;
+        counting.done(&submitted);
         Ok(submitted.into_iter().map(|s| s.id).collect())
     }
 
     async fn submit_one(&self, row: NewTask) -> Result<Submitted> {
-        let submitted = self.inner.engine.submit(vec![row]).await?;
+        let rows = vec![row];
+        let counting = Submitting::of(&rows);
+        let submitted = self.inner.engine.submit(rows).await?;
+        counting.done(&submitted);
         submitted
             .into_iter()
             .next()

@@ -137,6 +137,11 @@
 //! **Worker binaries.** The `cli` module (cargo feature `cli`) turns your binary into a worker
 //! command with `--queues`, `--concurrency` and graceful SIGTERM handling.
 //!
+//! **Metrics.** The cargo feature `metrics` records counters of submitted, completed, retried,
+//! failed, cancelled, snoozed and rescued tasks, histograms of wait and run time and gauges of
+//! pending and running tasks per queue (`tasklib_*`, listed in `docs/monitoring.md`) through
+//! the `metrics` facade; `prometheus` adds the worker command's `--metrics-listen ADDR`.
+//!
 //! ## Chains
 //!
 //! When a step of a [`Chain`] completes, its output is put in front of the next step's
@@ -170,6 +175,7 @@ pub mod entity;
 mod error;
 mod handler;
 mod limits;
+mod metrics;
 mod progress;
 mod query;
 mod record;

@@ -371,18 +371,24 @@ SELECT count(pg_notify(tasklib_channel('tasks_queues'), 'resumed ' || queue))
 FROM resumed
 "#;
 
-/// Pauses (`pause`) or resumes queue `queue`.
-pub(crate) async fn set_paused<C: ConnectionTrait>(
-    conn: &C,
-    queue: &str,
-    pause: bool,
-) -> Result<()> {
+/// A queue name an admin verb can take: not empty.
+fn check_queue_name(queue: &str) -> Result<()> {
     if queue.trim().is_empty() {
         return Err(Error::InvalidOption {
             option: "queue",
             reason: "the queue name must not be empty".to_owned(),
         });
     }
+    Ok(())
+}
+
+/// Pauses (`pause`) or resumes queue `queue`.
+pub(crate) async fn set_paused<C: ConnectionTrait>(
+    conn: &C,
+    queue: &str,
+    pause: bool,
+) -> Result<()> {
+    check_queue_name(queue)?;
     let sql = if pause { PAUSE } else { RESUME };
     conn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -419,12 +425,7 @@ pub(crate) async fn set_limits<C: ConnectionTrait>(
     queue: &str,
     limits: crate::QueueLimits,
 ) -> Result<()> {
-    if queue.trim().is_empty() {
-        return Err(Error::InvalidOption {
-            option: "queue",
-            reason: "the queue name must not be empty".to_owned(),
-        });
-    }
+    check_queue_name(queue)?;
     let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     conn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,

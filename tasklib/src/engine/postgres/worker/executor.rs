@@ -105,6 +105,7 @@ async fn execute(
         tracing::debug!("task cancelled before it started");
         Err(TaskError::cancel("requested before the task started"))
     } else {
+        crate::metrics::claimed(&queue.name, &row.name, row.waited);
         pool.emit(WorkerEvent::TaskStarted {
             id: row.id,
             name: row.name.clone(),
@@ -136,6 +137,7 @@ async fn execute(
     )
     .await;
     drop(unwritten);
+    crate::metrics::finished(&queue.name, &row.name, &written, duration);
     pool.emit(WorkerEvent::TaskFinished {
         id: row.id,
         name: row.name,

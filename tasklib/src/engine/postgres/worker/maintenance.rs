@@ -28,6 +28,9 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
             _ = heartbeat.tick() => {
                 beat(&pool).await;
                 super::queue_flags::refresh(Arc::clone(&pool)).await;
+                if crate::metrics::SAMPLES_DEPTH {
+                    sample_depths(&pool).await;
+                }
             }
             _ = &mut rescue_sleep => {
                 rescue(&pool).await;
@@ -67,6 +70,26 @@ async fn beat(pool: &PoolShared) {
     }
 }
 
+/// Sets the pending and running gauges of the pool's queues (feature `metrics`): one count
+/// over the due and the running rows of those queues, through the claim and lock indexes.
+async fn sample_depths(pool: &PoolShared) {
+    let queues: Vec<String> = pool.queues.keys().cloned().collect();
+    match store::queue_depths(&pool.db, queues.clone()).await {
+        Ok(depths) => {
+            for queue in &queues {
+                let (pending, running) = depths
+                    .iter()
+                    .find(|d| &d.queue == queue)
+                    .map_or((0, 0), |d| (d.pending, d.running));
+                crate::metrics::depth(queue, pending, running);
+            }
+        }
+        Err(error) => {
+            tracing::debug!(error = %crate::task::error_chain(&error), "sampling queue depths failed");
+        }
+    }
+}
+
 async fn rescue(pool: &PoolShared) {
     match store::rescue_expired(&pool.db, RESCUE_BATCH, None).await {
         Ok(rows) => {
@@ -77,6 +100,9 @@ async fn rescue(pool: &PoolShared) {
                     tracing::info!(task.id = %row.id, task.name = %row.name, dead_worker, "returned a task its worker claimed ahead and never started (lock expired); the attempt does not count");
                 } else {
                     tracing::warn!(task.id = %row.id, task.name = %row.name, dead_worker, retrying = row.retrying, "rescued a task whose lock expired");
+                }
+                if !row.returned {
+                    crate::metrics::rescued(&row.queue, &row.name);
                 }
                 pool.emit(WorkerEvent::TaskRescued {
                     id: row.id,

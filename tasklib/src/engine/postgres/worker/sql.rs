@@ -11,7 +11,7 @@ macro_rules! pick_runnable {
         concat!(
             r#"
 picked AS MATERIALIZED (
-    SELECT id
+    SELECT id, COALESCE(next_retry_at, scheduled_at) AS due
     FROM tasks
     WHERE queue = $1
       AND (state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
@@ -23,7 +23,7 @@ picked AS MATERIALIZED (
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
-    SELECT id, row_number() OVER () AS n FROM picked
+    SELECT id, due, row_number() OVER () AS n FROM picked
 )"#
         )
     };
@@ -55,7 +55,10 @@ WHERE t.id = numbered.id"#,
             r#"
 RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
           t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested,
-          t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started"#
+          t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started,
+          extract(epoch FROM "#,
+            $now,
+            r#" - numbered.due)::float8 AS waited"#
         )
     };
 }
@@ -72,7 +75,8 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
 /// - Claiming a failed task starts a retry, so `retry_count` counts it here, not at the
 ///   failure: a task waiting for its retry keeps `retry_count < max_retries`, which is what
 ///   the monitoring queries read (`docs/monitoring.md`).
-/// - It returns only what the executor reads, not `t.*`.
+/// - It returns only what the executor reads, not `t.*`: with `waited`, the seconds from
+///   the row's due time to this claim (for the wait histogram of the `metrics` feature).
 /// - A paused queue, or one with cluster-wide limits (`tasklib_queues`), yields nothing: one
 ///   primary-key probe of a small table per claim, evaluated once (an init plan), so that a
 ///   claim decided before the pool heard of a pause cannot start a task submitted after it,
@@ -427,9 +431,9 @@ WITH expired AS MATERIALIZED (
     SELECT count(pg_notify(tasklib_channel('tasks_new'), q.queue)) AS queues
     FROM (SELECT queue FROM rescued WHERE retrying UNION SELECT queue FROM returned) AS q
 )
-SELECT id, name, worker_id, retrying, false AS returned, queues AS notified
+SELECT id, name, queue, worker_id, retrying, false AS returned, queues AS notified
 FROM rescued, notified
 UNION ALL
-SELECT id, name, worker_id, true, true, queues
+SELECT id, name, queue, worker_id, true, true, queues
 FROM returned, notified
 "#;

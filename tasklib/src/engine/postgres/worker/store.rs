@@ -56,6 +56,8 @@ pub(crate) struct ClaimedRow {
     /// Marked started by the claim: it has a reserved slot. Otherwise it was claimed ahead,
     /// and [`mark_started`] marks it when a slot frees.
     pub(crate) started: bool,
+    /// Seconds from when it was due to the claim.
+    pub(crate) waited: f64,
 }
 
 /// How many rows a claim asks for: up to `limit`, of which the first `reserved` start at once.
@@ -237,6 +239,31 @@ pub(crate) async fn queue_flags(db: &Db, queues: Vec<String>) -> Result<Vec<Queu
     Ok(QueueFlags::find_by_statement(statement).all(db).await?)
 }
 
+/// Due-and-unclaimed and running tasks of `queues`, for the gauges of the `metrics` feature.
+pub(crate) async fn queue_depths(db: &Db, queues: Vec<String>) -> Result<Vec<QueueDepth>> {
+    let statement = stmt(
+        "SELECT queue,
+                count(*) FILTER (WHERE state <> 'running') AS pending,
+                count(*) FILTER (WHERE state = 'running') AS running
+         FROM tasks
+         WHERE queue = ANY($1::text[])
+           AND (state = 'running'
+                OR ((state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL))
+                    AND COALESCE(next_retry_at, scheduled_at) <= now()))
+         GROUP BY queue",
+        vec![queues.into()],
+    );
+    Ok(QueueDepth::find_by_statement(statement).all(db).await?)
+}
+
+/// One queue's counts from [`queue_depths`].
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct QueueDepth {
+    pub(crate) queue: String,
+    pub(crate) pending: i64,
+    pub(crate) running: i64,
+}
+
 /// A queue's row of `tasklib_queues`, as the pool needs it.
 #[derive(Debug, FromQueryResult)]
 pub(crate) struct QueueFlags {
@@ -295,6 +322,7 @@ pub(crate) async fn release(
 pub(crate) struct RescuedRow {
     pub(crate) id: Uuid,
     pub(crate) name: String,
+    pub(crate) queue: String,
     pub(crate) worker_id: Option<String>,
     pub(crate) retrying: bool,
     /// Claimed ahead and never started: back in the queue, the attempt not counted.
