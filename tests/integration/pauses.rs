@@ -149,3 +149,80 @@ async fn pausing_twice_resuming_an_unpaused_queue_and_an_empty_name() -> TestRes
     ));
     Ok(())
 }
+
+/// The same across two worker processes (`fault_worker`), which hear of the pause and the
+/// resume only through the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_obey_a_pause_and_a_resume() -> TestResult {
+    use tasklib_tests::fault::FaultJob;
+
+    use crate::fault_support::{WorkerProcess, connect_raw, create_executions, poll_until, scalar};
+
+    let db = TestDatabase::new().await?;
+    create_executions(db.url()).await?;
+    let client = connect_raw(db.url()).await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    let settings = [
+        ("FAULT_CONCURRENCY", "3"),
+        ("FAULT_QUEUES", "default,mail"),
+        ("FAULT_BEHAVIOUR", "sleep:1s"),
+        // A minute-long poll: only notifications (and heartbeats) move them.
+        ("FAULT_POLL_INTERVAL", "60s"),
+    ];
+    let workers = [
+        WorkerProcess::spawn(db.url(), "pause-a", &settings)?,
+        WorkerProcess::spawn(db.url(), "pause-b", &settings)?,
+    ];
+    let completed = |ids: Vec<uuid::Uuid>| {
+        let client = &client;
+        async move {
+            Ok(scalar(
+                client,
+                "SELECT count(*) FROM tasks WHERE id = ANY($1) AND state = 'completed'",
+                &[&ids],
+            )
+            .await?
+                == i64::try_from(ids.len())?)
+        }
+    };
+
+    // A task running when the pause comes finishes.
+    let slow = tasks.submit(FaultJob { n: 0 }).await?;
+    poll_until("the first task to start", PATIENCE, || async {
+        Ok(scalar(&client, "SELECT count(*) FROM executions", &[]).await? == 1)
+    })
+    .await?;
+    tasks.pause_queue("default").await?;
+    let held = tasks
+        .submit_many((1..=4).map(|n| FaultJob { n }), SubmitOptions::new())
+        .await?;
+    // The other queue runs on (both processes are awake and hear notifications).
+    let mail = tasks
+        .submit_many(
+            (10..16).map(|n| FaultJob { n }),
+            SubmitOptions::new().queue("mail"),
+        )
+        .await?;
+    poll_until("the mail to run", PATIENCE, || completed(mail.clone())).await?;
+    poll_until("the running task to finish", PATIENCE, || {
+        completed(vec![slow])
+    })
+    .await?;
+    let claimed = scalar(
+        &client,
+        "SELECT count(*) FROM tasks WHERE id = ANY($1) AND attempt > 0",
+        &[&held],
+    )
+    .await?;
+    assert_eq!(claimed, 0, "nothing of the paused queue was claimed");
+
+    tasks.resume_queue("default").await?;
+    poll_until("the held tasks to run", PATIENCE, || {
+        completed(held.clone())
+    })
+    .await?;
+    for worker in workers {
+        worker.stop().await?;
+    }
+    Ok(())
+}

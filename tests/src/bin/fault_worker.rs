@@ -10,6 +10,8 @@
 //! - `FAULT_BEHAVIOUR`: `finish` (default), `sleep:<duration>`, `hold:<duration>`, `hang`;
 //! - `FAULT_SCHEDULE`: `<name>=<cron expression>` runs that schedule, which submits
 //!   `FaultJob { n: 0 }` at each tick (the schedules suite runs several such processes);
+//! - `FAULT_QUEUES`: comma-separated queues to serve, each with `FAULT_CONCURRENCY` slots
+//!   (default: the task type's own queue);
 //! - `RUST_LOG` for its log on standard error (default `warn`).
 //!
 //! Standard input is the lifeline: the test holds the other end of the pipe, so the worker
@@ -76,8 +78,11 @@ async fn main() -> Result {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         let _ = closed_tx.send(());
     });
-    TaskWorker::new(&tasks)
-        .concurrency(concurrency)
+    let mut worker = TaskWorker::new(&tasks).concurrency(concurrency);
+    for queue in var("FAULT_QUEUES").iter().flat_map(|q| q.split(',')) {
+        worker = worker.queue(queue.trim(), concurrency);
+    }
+    worker
         .run_until(async {
             let _ = closed_rx.await;
         })

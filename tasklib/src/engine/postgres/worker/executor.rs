@@ -137,6 +137,11 @@ async fn execute(
     )
     .await;
     drop(unwritten);
+    if queue.limited.load(Ordering::SeqCst) {
+        // The row no longer runs: under a cluster-wide limit, that may be what a short claim
+        // waited for.
+        queue.wake.notify_one();
+    }
     crate::metrics::finished(&queue.name, &row.name, &written, duration);
     pool.emit(WorkerEvent::TaskFinished {
         id: row.id,
