@@ -328,6 +328,8 @@ impl Command {
             Command::Limit(_) => Some("limit"),
             Command::Prune(_) => Some("prune"),
             Command::Schedules { .. } => Some("schedules"),
+            Command::Workers { .. } => Some("workers"),
+            Command::Dashboard(_) => Some("dashboard"),
             Command::Submit(_) | Command::Result(_) => None,
         }
     }
@@ -355,6 +357,8 @@ async fn execute(engine: &EngineArgs, command: Command) -> Result<()> {
                 );
             }
         }
+        Command::Workers { json } => workers(&connect(engine).await?, json).await?,
+        Command::Dashboard(args) => dashboard(engine, args).await?,
         Command::Submit(args) => {
             let tasks = connect(engine).await?;
             let json_args = args.args.clone().unwrap_or_else(|| json!({}));
@@ -837,4 +841,72 @@ mod shorten_tests {
         assert!(cut.ends_with('…'));
         assert_eq!(shorten("a\nb", 60), "a b");
     }
+}
+
+/// `dashboard` options.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Where to listen. Beyond loopback it needs TASKLIB_DASHBOARD_USER and
+    /// TASKLIB_DASHBOARD_PASSWORD (HTTP Basic authentication).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Show pages only: no retry, cancel, delete, pause or resume.
+    #[arg(long)]
+    read_only: bool,
+}
+
+async fn dashboard(engine: &EngineArgs, args: DashboardArgs) -> Result<()> {
+    let options = tasklib_web::ServeOptions::from_env()?.read_only(args.read_only);
+    let tasks = connect(engine).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| CliError::Input(format!("cannot listen on {}: {error}", args.listen)))?;
+    let addr = listener.local_addr().map_or(args.listen, |a| a);
+    // The line a script (or a test) waits for.
+    println!("dashboard on http://{addr}/");
+    tasklib_web::serve(tasks, listener, options, tasklib::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn workers(tasks: &TaskLib, json: bool) -> Result<()> {
+    let workers = tasks.workers().await?;
+    if json {
+        println!("{}", json!({ "workers": workers }));
+        return Ok(());
+    }
+    if workers.is_empty() {
+        println!("no worker pool is running");
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            let queues: Vec<String> = w
+                .queues
+                .iter()
+                .map(|g| format!("{} ({})", g.queues.join("+"), g.slots))
+                .collect();
+            vec![
+                w.worker_id.clone(),
+                w.host.clone(),
+                w.pid.to_string(),
+                queues.join(", "),
+                format!("{}/{}", w.running, w.slots),
+                age((now - w.heartbeat_at).to_std().unwrap_or_default()),
+            ]
+        })
+        .collect();
+    crate::output::table(
+        &[
+            "WORKER",
+            "HOST",
+            "PID",
+            "QUEUES (SLOTS)",
+            "RUNNING",
+            "HEARTBEAT AGO",
+        ],
+        &rows,
+    );
+    Ok(())
 }

@@ -99,6 +99,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The worker pools running now: queues, slots, running tasks, last heartbeat.
+    Workers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the web dashboard (queues, tasks, workers, actions; `/metrics` for Prometheus).
+    Dashboard(commands::DashboardArgs),
     /// Submit a task by name; prints its id.
     Submit(commands::SubmitArgs),
     /// A task's status, and its value or error; exits 0 only when it completed.

@@ -143,7 +143,7 @@ impl TaskLib {
     }
 
     /// The PostgreSQL engine, for what only it can do.
-    fn postgres(&self, capability: Capability) -> Result<&PgEngine> {
+    pub(crate) fn postgres(&self, capability: Capability) -> Result<&PgEngine> {
         self.inner
             .engine
             .postgres()

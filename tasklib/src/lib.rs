@@ -176,6 +176,7 @@ mod error;
 mod handler;
 mod limits;
 mod metrics;
+mod overview;
 mod progress;
 mod query;
 mod record;
@@ -210,6 +211,9 @@ pub use engine::postgres::worker::{CANCEL_CHANNEL, NEW_TASKS_CHANNEL, QUEUES_CHA
 pub use error::{Error, Result};
 pub use handler::{BlockingHandler, Handler};
 pub use limits::{QueueLimits, RateLimit};
+#[cfg(feature = "prometheus")]
+pub use metrics::prometheus_builder;
+pub use overview::{MAX_OVERVIEW_MINUTES, MinuteCounts, QueueOverview, QueueSlots, WorkerInfo};
 pub use query::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, QueueStatus, TaskCounts, TaskFilter};
 pub use record::{AttemptError, TaskRecord};
 pub use registry::TaskInfo;

@@ -107,21 +107,32 @@ const BUCKETS: [f64; 16] = [
     3600.0,
 ];
 
+/// A Prometheus recorder's builder with tasklib's histogram buckets (a millisecond to an
+/// hour) for the `tasklib_task_*_seconds` histograms: install it (or add a listener) as the
+/// application's recorder. Feature `prometheus`.
+#[cfg(feature = "prometheus")]
+pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    // Only an empty bucket list is refused, and BUCKETS is not empty.
+    match builder.set_buckets_for_metric(
+        metrics_exporter_prometheus::Matcher::Prefix("tasklib_task_".to_owned()),
+        &BUCKETS,
+    ) {
+        Ok(builder) => builder,
+        Err(_) => metrics_exporter_prometheus::PrometheusBuilder::new(),
+    }
+}
+
 /// Installs a Prometheus recorder for this process and serves it over HTTP on `addr` (any
 /// path; `/metrics` by convention): the worker command's `--metrics-listen`.
-#[cfg(feature = "prometheus")]
+#[cfg(all(feature = "prometheus", feature = "cli"))]
 pub(crate) fn serve_prometheus(addr: std::net::SocketAddr) -> crate::Result<()> {
     let invalid = |error: metrics_exporter_prometheus::BuildError| crate::Error::InvalidConfig {
         field: "metrics_listen",
         reason: format!("cannot serve metrics on {addr}: {error}"),
     };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    prometheus_builder()
         .with_http_listener(addr)
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Prefix("tasklib_task_".to_owned()),
-            &BUCKETS,
-        )
-        .map_err(invalid)?
         .install()
         .map_err(invalid)
 }

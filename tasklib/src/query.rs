@@ -32,6 +32,7 @@ pub struct TaskFilter {
     pub(crate) queue: Option<String>,
     pub(crate) tags: Option<Value>,
     pub(crate) before: Option<Uuid>,
+    pub(crate) chain: Option<Uuid>,
     pub(crate) limit: Option<u64>,
 }
 
@@ -59,6 +60,11 @@ impl TaskFilter {
     /// "weekly"}` matches every task tagged with at least that key and value.
     pub fn tags(mut self, tags: Value) -> Self {
         self.tags = Some(tags);
+        self
+    }
+    /// Only the steps of this chain (its [`ChainIds::id`](crate::ChainIds::id)).
+    pub fn chain(mut self, chain_id: Uuid) -> Self {
+        self.chain = Some(chain_id);
         self
     }
     /// Only tasks older than this id: the cursor for the next page.

@@ -9,6 +9,7 @@ mod connect;
 pub(crate) mod db;
 pub(crate) mod insert;
 pub(crate) mod migrate;
+pub(crate) mod overview;
 pub(crate) mod read;
 pub(crate) mod schedules;
 pub(crate) mod tls;

@@ -59,6 +59,9 @@ pub(crate) async fn list<C: ConnectionTrait>(
             ));
         }
     }
+    if let Some(chain) = filter.chain {
+        query = query.filter(task::Column::ChainId.eq(chain));
+    }
     if let Some(before) = filter.before {
         query = query.filter(task::Column::Id.lt(before));
     }
@@ -129,16 +132,8 @@ pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<Que
         }
     }
     // Paused and limited queues, listed even when they hold no task yet.
-    let settings = SettingsRow::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT queue, paused_at IS NOT NULL AS paused, concurrency_limit, rate_limit, rate_period
-         FROM tasklib_queues
-         WHERE paused_at IS NOT NULL OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL",
-    ))
-    .all(conn)
-    .await?;
+    let settings = queue_settings(conn).await?;
     for row in settings {
-        let limits = row.limits();
         let status = match out.iter_mut().position(|q| q.queue == row.queue) {
             Some(i) => &mut out[i],
             None => {
@@ -154,10 +149,38 @@ pub(crate) async fn queue_status<C: ConnectionTrait>(conn: &C) -> Result<Vec<Que
             }
         };
         status.paused = row.paused;
-        status.limits = limits;
+        status.limits = row.limits;
     }
     out.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(out)
+}
+
+/// A queue's row of `tasklib_queues`: paused or not, its limits.
+#[derive(Debug)]
+pub(crate) struct QueueSetting {
+    pub(crate) queue: String,
+    pub(crate) paused: bool,
+    pub(crate) limits: QueueLimits,
+}
+
+/// The queues that are paused or have limits.
+pub(crate) async fn queue_settings<C: ConnectionTrait>(conn: &C) -> Result<Vec<QueueSetting>> {
+    let rows = SettingsRow::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT queue, paused_at IS NOT NULL AS paused, concurrency_limit, rate_limit, rate_period
+         FROM tasklib_queues
+         WHERE paused_at IS NOT NULL OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL",
+    ))
+    .all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| QueueSetting {
+            limits: row.limits(),
+            paused: row.paused,
+            queue: row.queue,
+        })
+        .collect())
 }
 
 #[derive(Debug, FromQueryResult)]

@@ -22,11 +22,14 @@ pub(crate) async fn run(pool: Arc<PoolShared>) {
     tokio::pin!(rescue_sleep);
     let mut retention = tokio::time::interval(pool.retention.every);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first heartbeat ticks at once: it writes the pool's row in `tasklib_workers`.
+    let mut starting = true;
     loop {
         tokio::select! {
             _ = retention.tick(), if !pool.retention.is_empty() && !pool.is_shutting_down() => prune(&pool).await,
             _ = heartbeat.tick() => {
                 beat(&pool).await;
+                super::registration::upsert(&pool, std::mem::take(&mut starting)).await;
                 super::queue_flags::refresh(Arc::clone(&pool)).await;
                 if crate::metrics::SAMPLES_DEPTH {
                     sample_depths(&pool).await;

@@ -18,6 +18,7 @@ mod pace;
 mod pool;
 mod producer;
 mod queue_flags;
+mod registration;
 mod scheduler;
 pub(crate) mod sql;
 pub(crate) mod store;
@@ -51,6 +52,7 @@ pub(crate) fn spawn(
     let total_slots = plan.total_slots();
     let schedules = registry.schedules();
     let mut queues = HashMap::new();
+    let groups = plan.groups.clone();
     for (names, slots) in plan.groups {
         let freed: Vec<Arc<Notify>> = names.iter().map(|_| Arc::new(Notify::new())).collect();
         let group = Arc::new(SlotGroup {
@@ -80,6 +82,8 @@ pub(crate) fn spawn(
     let lifeline = Lifeline::new(plan.max_outage, "database");
     let shared = Arc::new(PoolShared {
         worker_id: config.worker_id().to_owned(),
+        pool_id: uuid::Uuid::now_v7(),
+        groups,
         names: plan.names,
         poll_interval: plan.poll_interval,
         lock_timeout: config.lock_timeout(),
@@ -226,6 +230,7 @@ impl PgPool {
         };
         self.listener.abort();
         self.maintenance.abort();
+        registration::remove(&self.shared).await;
         if drained && abandoned.is_empty() {
             tracing::info!(worker_id = %self.shared.worker_id, "worker pool stopped");
             Ok(())

@@ -85,6 +85,11 @@ pub(crate) struct PoolShared {
     /// Time limit of attempts whose task sets none.
     pub(crate) default_task_timeout: Option<Duration>,
     pub(crate) worker_id: String,
+    /// This pool's row in `tasklib_workers` (one process may run several pools under one
+    /// worker id).
+    pub(crate) pool_id: Uuid,
+    /// Its queues, grouped as they share slots, with each group's slots.
+    pub(crate) groups: Vec<(Vec<String>, usize)>,
     pub(crate) names: Vec<String>,
     pub(crate) poll_interval: Duration,
     pub(crate) lock_timeout: Duration,
