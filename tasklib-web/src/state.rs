@@ -99,8 +99,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Base {
 }
 
 impl Base {
-    /// The link to `path` (which starts with `/`) under the mount prefix.
+    /// The link to `path` (which starts with `/`) under the mount prefix. The queues page
+    /// (`/`, maybe with a query) is the prefix itself when nested: a router nested at
+    /// `/admin/tasks` answers `/admin/tasks`, not `/admin/tasks/`.
     pub(crate) fn to(&self, path: &str) -> String {
-        format!("{}{path}", self.0)
+        match path.strip_prefix('/') {
+            Some(rest) if !self.0.is_empty() && (rest.is_empty() || rest.starts_with('?')) => {
+                format!("{}{rest}", self.0)
+            }
+            _ => format!("{}{path}", self.0),
+        }
     }
 }
