@@ -30,6 +30,7 @@ mod migrations;
 mod monitoring_queries;
 mod notify;
 mod operability;
+mod overview;
 mod pauses;
 mod pooler;
 mod queues;
