@@ -904,3 +904,119 @@ async fn schedules_lists_each_schedule_with_its_last_tick_and_next_run() -> Test
     assert!(lines[1].contains(&shown), "{shown}: {text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn workers_lists_the_running_pools() -> TestResult {
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
+        Ok::<_, TaskError>(numbers.a + numbers.b)
+    })?;
+    let out = tasklib_async(&db, &["workers"]).await?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "no worker pool is running");
+
+    let pool = tasks.spawn_workers(3)?;
+    // The pool writes its row at its first heartbeat, just after it starts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let json = loop {
+        let out = tasklib_async(&db, &["workers", "--json"]).await?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: Value = serde_json::from_slice(&out.stdout)?;
+        if json["workers"].as_array().is_some_and(|w| !w.is_empty()) {
+            break json;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never showed"
+        );
+    };
+    let worker = &json["workers"][0];
+    assert_eq!(worker["worker_id"], pool.worker_id());
+    assert_eq!(worker["slots"], 3);
+    assert_eq!(worker["pid"], std::process::id());
+    let out = tasklib_async(&db, &["workers"]).await?;
+    let table = stdout(&out);
+    assert!(
+        table.contains("HEARTBEAT AGO") && table.contains(pool.worker_id()),
+        "{table}"
+    );
+    pool.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dashboard_serves_the_pages_and_metrics_and_keeps_to_loopback_without_a_password()
+-> TestResult {
+    use tokio::io::AsyncBufReadExt;
+
+    let db = TestDatabase::new().await?;
+    let tasks = TaskLib::connect(db.url()).await?;
+    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
+        Ok::<_, TaskError>(numbers.a + numbers.b)
+    })?;
+    let pool = tasks.spawn_workers(2)?;
+    let id = tasks.submit(AddNumbers { a: 1, b: 2 }).await?;
+    tasks
+        .wait_result(id, std::time::Duration::from_secs(30))
+        .await?;
+
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_tasklib"))
+        .args(["dashboard", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", db.url())
+        .env_remove("TASKLIB_DASHBOARD_USER")
+        .env_remove("TASKLIB_DASHBOARD_PASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await??
+        .ok_or("the dashboard printed nothing")?;
+    let base = first
+        .strip_prefix("dashboard on ")
+        .ok_or_else(|| format!("unexpected first line: {first}"))?
+        .trim_end_matches('/')
+        .to_owned();
+
+    let page = reqwest::get(format!("{base}/tasks/{id}")).await?;
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let html = page.text().await?;
+    assert!(html.contains("add_numbers"), "{html}");
+    assert!(
+        !html.contains("do-retry"),
+        "a completed task offers no retry"
+    );
+    assert!(
+        html.contains("do-delete"),
+        "the standalone server allows actions"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("tasklib_queue_pending{queue=\"default\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tasklib_queue_running{queue=\"default\"}"),
+        "{metrics}"
+    );
+    server.kill().await?;
+
+    // Beyond loopback without a user and password: refused, one line, non-zero.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tasklib"))
+        .args(["dashboard", "--listen", "0.0.0.0:0"])
+        .env("DATABASE_URL", db.url())
+        .env_remove("TASKLIB_DASHBOARD_USER")
+        .env_remove("TASKLIB_DASHBOARD_PASSWORD")
+        .output()
+        .await?;
+    let err = assert_one_line_error(&out, 1)?;
+    assert!(err.contains("TASKLIB_DASHBOARD_USER"), "{err}");
+    pool.shutdown().await?;
+    Ok(())
+}
