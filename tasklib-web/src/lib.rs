@@ -168,3 +168,8 @@ impl Dashboard {
         router.with_state(state)
     }
 }
+
+/// The Rust in `docs/dashboard.md` compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/dashboard.md")]
+mod dashboard_doc {}
