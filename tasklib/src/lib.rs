@@ -187,6 +187,7 @@ mod schedule;
 mod state;
 mod submit;
 mod task;
+mod trace;
 mod unique;
 mod url;
 mod worker;
