@@ -4,8 +4,7 @@
 //!
 //! What is kept is the W3C `traceparent` header value
 //! (`00-{trace id}-{parent span id}-{flags}`, <https://www.w3.org/TR/trace-context/>), in
-//! `tasks.trace_context` (on Celery, in the message header `traceparent`, where Celery's own
-//! OpenTelemetry instrumentation puts it). The `tracestate` header is not carried. Without the
+//! `tasks.trace_context` (on Celery, in the message header `traceparent`). The `tracestate` header is not carried. Without the
 //! feature nothing is captured (the column stays NULL) and [`continue_trace`] does nothing:
 //! the span is there all the same, as a root.
 //!
