@@ -7,9 +7,7 @@ use std::time::Duration;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::json;
-use tasklib::{
-    Chain, Schedule, SubmitOptions, TaskContext, TaskError, TaskOutcome, WorkerEvent,
-};
+use tasklib::{Chain, Schedule, SubmitOptions, TaskContext, TaskError, TaskOutcome, WorkerEvent};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 use uuid::Uuid;
@@ -88,15 +86,16 @@ async fn setup() -> TestResult<Env> {
 
 /// A handler whose first attempt asks for a retry, and which opens a span of its own.
 fn register_handler(env: &Env) -> TestResult {
-    env.tasks.register(|job: Job, ctx: TaskContext| async move {
-        tracing::info_span!("inside_handler", attempt = ctx.attempt()).in_scope(|| {
-            tracing::info!("working");
-        });
-        if job.label == "retried" && ctx.attempt() == 1 {
-            return Err(TaskError::retry_after(Duration::ZERO, "once more"));
-        }
-        Ok::<_, TaskError>(job.label)
-    })?;
+    env.tasks
+        .register(|job: Job, ctx: TaskContext| async move {
+            tracing::info_span!("inside_handler", attempt = ctx.attempt()).in_scope(|| {
+                tracing::info!("working");
+            });
+            if job.label == "retried" && ctx.attempt() == 1 {
+                return Err(TaskError::retry_after(Duration::ZERO, "once more"));
+            }
+            Ok::<_, TaskError>(job.label)
+        })?;
     Ok(())
 }
 
@@ -135,7 +134,10 @@ async fn a_task_continues_the_trace_of_the_span_that_submitted_it() -> TestResul
         );
     }
     assert!(
-        matches!(outcomes.iter().find(|(id, _)| *id == retried), Some((_, TaskOutcome::Retrying { .. }))),
+        matches!(
+            outcomes.iter().find(|(id, _)| *id == retried),
+            Some((_, TaskOutcome::Retrying { .. }))
+        ),
         "{outcomes:?}"
     );
     // Every attempt's span has ended once the pool has drained (this thread runs them all).
@@ -257,9 +259,8 @@ async fn every_submit_path_keeps_the_context_and_schedules_keep_none() -> TestRe
     let untraced = submit_all().await?;
     // Registered inside a span: the tasks of its ticks have no submitter all the same.
     tracing::info_span!("schedule_request").in_scope(|| {
-        env.tasks.schedule(
-            Schedule::new("every-second", "* * * * * *")?.args(job("scheduled")),
-        )
+        env.tasks
+            .schedule(Schedule::new("every-second", "* * * * * *")?.args(job("scheduled")))
     })?;
     provider.force_flush()?;
     let request = traceparent(&one(&exporter, "submit_request")?);

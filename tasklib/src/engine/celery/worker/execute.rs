@@ -52,7 +52,10 @@ pub(crate) async fn execute(
     );
     crate::trace::continue_trace(
         &span,
-        headers.extra.get(TRACEPARENT_HEADER).and_then(Value::as_str),
+        headers
+            .extra
+            .get(TRACEPARENT_HEADER)
+            .and_then(Value::as_str),
     );
     shared.counters.running.fetch_add(1, Ordering::Relaxed);
     let outcome = async {
