@@ -85,17 +85,16 @@ async fn setup() -> TestResult<Env> {
 }
 
 /// A handler whose first attempt asks for a retry, and which opens a span of its own.
-fn register_handler(env: &Env) -> TestResult {
-    env.tasks
-        .register(|job: Job, ctx: TaskContext| async move {
-            tracing::info_span!("inside_handler", attempt = ctx.attempt()).in_scope(|| {
-                tracing::info!("working");
-            });
-            if job.label == "retried" && ctx.attempt() == 1 {
-                return Err(TaskError::retry_after(Duration::ZERO, "once more"));
-            }
-            Ok::<_, TaskError>(job.label)
-        })?;
+fn register_handler(tasks: &tasklib::TaskLib) -> TestResult {
+    tasks.register(|job: Job, ctx: TaskContext| async move {
+        tracing::info_span!("inside_handler", attempt = ctx.attempt()).in_scope(|| {
+            tracing::info!("working");
+        });
+        if job.label == "retried" && ctx.attempt() == 1 {
+            return Err(TaskError::retry_after(Duration::ZERO, "once more"));
+        }
+        Ok::<_, TaskError>(job.label)
+    })?;
     Ok(())
 }
 
@@ -103,7 +102,7 @@ fn register_handler(env: &Env) -> TestResult {
 async fn a_task_continues_the_trace_of_the_span_that_submitted_it() -> TestResult {
     let (_guard, provider, exporter) = exporting();
     let env = setup().await?;
-    register_handler(&env)?;
+    register_handler(&env.tasks)?;
     let pool = env.tasks.spawn_workers(2)?;
     let mut events = pool.subscribe();
 
@@ -217,7 +216,7 @@ async fn a_task_continues_the_trace_of_the_span_that_submitted_it() -> TestResul
 async fn every_submit_path_keeps_the_context_and_schedules_keep_none() -> TestResult {
     let (_guard, provider, exporter) = exporting();
     let env = setup().await?;
-    register_handler(&env)?;
+    register_handler(&env.tasks)?;
 
     let submit_all = || async {
         let mut ids = vec![env.tasks.submit(job("one")).await?];
@@ -293,5 +292,57 @@ async fn every_submit_path_keeps_the_context_and_schedules_keep_none() -> TestRe
     let record = env.tasks.get_task(tick).await?.ok_or("task not found")?;
     assert_eq!(record.args, json!({"label": "scheduled"}));
     assert_eq!(record.trace_context, None);
+    Ok(())
+}
+
+/// The Celery engine carries the context in the message header `traceparent`, and its Rust
+/// worker continues it.
+#[cfg(feature = "celery")]
+#[tokio::test(flavor = "current_thread")]
+async fn a_celery_task_continues_the_trace_of_its_submitter() -> TestResult {
+    let (_guard, provider, exporter) = exporting();
+    let redis = tasklib_test_utils::TestRedis::start()?;
+    let config = tasklib::Config::for_backend(tasklib::BackendType::Celery)
+        .celery_broker_url(redis.url(0))
+        .celery_result_backend(redis.url(1))
+        .poll_interval(Duration::from_millis(200))
+        .build()?;
+    let tasks = tasklib::TaskLib::connect_with(config).await?;
+    register_handler(&tasks)?;
+    let pool = tasks.spawn_workers(1)?;
+    let request = tracing::info_span!("submit_request");
+    let traced = tasks
+        .submit(job("traced"))
+        .instrument(request.clone())
+        .await?;
+    drop(request);
+    let untraced = tasks.submit(job("untraced")).await?;
+    for id in [traced, untraced] {
+        let result = tasks.wait_result(id, crate::common::PATIENCE).await?;
+        assert_eq!(result.status, tasklib::TaskStatus::Completed, "{result:?}");
+    }
+    pool.shutdown().await?;
+    provider.force_flush()?;
+
+    let request = one(&exporter, "submit_request")?;
+    let task = match task_spans(&exporter, traced)?.as_slice() {
+        [task] => task.clone(),
+        other => return Err(format!("{} spans for the traced task", other.len()).into()),
+    };
+    assert_eq!(
+        task.span_context.trace_id(),
+        request.span_context.trace_id()
+    );
+    assert_eq!(task.parent_span_id, request.span_context.span_id());
+    assert!(task.parent_span_is_remote);
+    let root = match task_spans(&exporter, untraced)?.as_slice() {
+        [root] => root.clone(),
+        other => return Err(format!("{} spans for the untraced task", other.len()).into()),
+    };
+    assert_eq!(root.parent_span_id, SpanId::INVALID);
+    assert_ne!(
+        root.span_context.trace_id(),
+        request.span_context.trace_id()
+    );
     Ok(())
 }
