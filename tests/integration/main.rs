@@ -38,6 +38,8 @@ mod schedules;
 mod schema;
 mod submit;
 mod tls;
+#[cfg(feature = "otel")]
+mod traces;
 mod unique;
 mod worker_claiming;
 mod worker_execution;

@@ -5,3 +5,9 @@
 #[cfg(feature = "celery")]
 pub mod celery;
 pub mod fault;
+
+/// The Rust example of `docs/monitoring.md` ("Traces"), compiled as a doctest with the
+/// feature `otel` so that it stays true.
+#[cfg(all(doctest, feature = "otel"))]
+#[doc = include_str!("../../docs/monitoring.md")]
+struct MonitoringGuide;
