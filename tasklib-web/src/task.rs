@@ -126,6 +126,7 @@ fn facts(t: &TaskRecord) -> Markup {
             div { "Worker" } div.mono { (t.worker_id.as_deref().unwrap_or("—")) }
             @if let Some(until) = t.locked_until { div { "Locked until" } div { (layout::time(until)) } }
             @if let Some(key) = &t.unique_key { div { "Unique key" } div.mono { (key) } }
+            @if let Some(trace) = &t.trace_context { div { "Trace (traceparent)" } div.mono { (trace) } }
             @if let Some(at) = t.cancel_requested_at { div { "Cancel requested" } div { (layout::time(at)) } }
         }
     }
