@@ -181,8 +181,11 @@ impl Runner {
             Ok(args) => {
                 let run = attempt::run(registered.handler.as_ref(), args, task_ctx, timeout);
                 tokio::pin!(run);
-                let every = (info.heartbeat_timeout.unwrap_or(shared.config.lock_timeout()) / 3)
-                    .max(Duration::from_millis(100));
+                let every = (info
+                    .heartbeat_timeout
+                    .unwrap_or(shared.config.lock_timeout())
+                    / 3)
+                .max(Duration::from_millis(100));
                 let mut beat = tokio::time::interval(every);
                 beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut asked_to_cancel = false;

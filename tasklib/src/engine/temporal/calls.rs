@@ -16,9 +16,9 @@ use temporalio_common::protos::temporal::api::enums::v1::{
 };
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    DescribeNamespaceRequest, DescribeWorkflowExecutionRequest,
-    DescribeWorkflowExecutionResponse, RequestCancelWorkflowExecutionRequest,
-    StartWorkflowExecutionRequest, TerminateWorkflowExecutionRequest,
+    DescribeNamespaceRequest, DescribeWorkflowExecutionRequest, DescribeWorkflowExecutionResponse,
+    RequestCancelWorkflowExecutionRequest, StartWorkflowExecutionRequest,
+    TerminateWorkflowExecutionRequest,
 };
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -122,9 +122,7 @@ impl TemporalEngine {
                     json_payload(&step_ids).map_err(serialize)?,
                 )]),
             }),
-            workflow_start_delay: (!delay.is_zero())
-                .then(|| delay.try_into().ok())
-                .flatten(),
+            workflow_start_delay: (!delay.is_zero()).then(|| delay.try_into().ok()).flatten(),
             priority: priority.map(|key| Priority {
                 priority_key: i32::try_from(key).unwrap_or(3),
                 ..Default::default()
@@ -252,8 +250,9 @@ impl TemporalEngine {
                     // Closed without recording this step: cancelled before it ran
                     // (terminated), or the workflow itself failed.
                     result.status = match status {
-                        WorkflowExecutionStatus::Terminated
-                        | WorkflowExecutionStatus::Canceled => TaskStatus::Cancelled,
+                        WorkflowExecutionStatus::Terminated | WorkflowExecutionStatus::Canceled => {
+                            TaskStatus::Cancelled
+                        }
                         _ => TaskStatus::Failed,
                     };
                     result.error = Some(format!(
@@ -390,7 +389,8 @@ impl TemporalEngine {
                 .map_err(|status| self.rpc_error(status))?;
             Ok(CancelOutcome::Requested)
         } else {
-            self.terminate(workflow, "cancelled through tasklib").await?;
+            self.terminate(workflow, "cancelled through tasklib")
+                .await?;
             Ok(CancelOutcome::Cancelled)
         }
     }

@@ -106,25 +106,27 @@ impl TemporalEngine {
             url: RedactedUrl::new(host),
             source,
         };
-        let connection = tokio::time::timeout(config.connect_timeout(), Connection::connect(options))
-            .await
-            .map_err(|e| unreachable(Box::new(e)))?
-            .map_err(|e| unreachable(Box::new(e)))?;
+        let connection =
+            tokio::time::timeout(config.connect_timeout(), Connection::connect(options))
+                .await
+                .map_err(|e| unreachable(Box::new(e)))?
+                .map_err(|e| unreachable(Box::new(e)))?;
         let client = Client::new(
             connection,
             ClientOptions::new(config.temporal_namespace().to_owned()).build(),
         )
         .map_err(|e| unreachable(Box::new(e)))?;
-        let runtime = Runtime::from_current_tokio(RuntimeOptions::builder().build().map_err(
-            |e| Error::InvalidConfig {
+        let runtime =
+            Runtime::from_current_tokio(RuntimeOptions::builder().build().map_err(|e| {
+                Error::InvalidConfig {
+                    field: "temporal",
+                    reason: format!("the Temporal SDK's runtime: {e}"),
+                }
+            })?)
+            .map_err(|e| Error::InvalidConfig {
                 field: "temporal",
-                reason: format!("the Temporal SDK's runtime: {e}"),
-            },
-        )?)
-        .map_err(|e| Error::InvalidConfig {
-            field: "temporal",
-            reason: format!("the Temporal SDK needs a tokio runtime: {e}"),
-        })?;
+                reason: format!("the Temporal SDK needs a tokio runtime: {e}"),
+            })?;
         let engine = TemporalEngine {
             client,
             runtime: std::sync::Arc::new(runtime),

@@ -142,8 +142,8 @@ pub(crate) fn spawn(
                 .client_identity_override(format!("{}@{queue}", config.worker_id()))
                 .graceful_shutdown_period(plan.grace)
                 .build();
-            let worker = Worker::new(runtime, client.clone(), options)
-                .map_err(|e| start_error(queue, e))?;
+            let worker =
+                Worker::new(runtime, client.clone(), options).map_err(|e| start_error(queue, e))?;
             workers.push(run_on_thread(
                 worker,
                 queue.clone(),

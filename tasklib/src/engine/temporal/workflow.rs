@@ -89,7 +89,11 @@ async fn run_step(
             json_payload(&meta).map_err(|e| fail(e.to_string()))?,
         ]);
         let result = ctx
-            .execute_activity(UntypedActivity::new(step.name.clone()), input, options(step))
+            .execute_activity(
+                UntypedActivity::new(step.name.clone()),
+                input,
+                options(step),
+            )
             .await;
         match result {
             Ok(output) => {
@@ -145,7 +149,9 @@ async fn run_step(
 /// The activity options of a step: its id, queue, timeouts, retry policy and priority.
 fn options(step: &StepPlan) -> ActivityOptions {
     let retry = RetryPolicy::builder()
-        .initial_interval(std::time::Duration::from_millis(step.retry_initial_ms.max(1)))
+        .initial_interval(std::time::Duration::from_millis(
+            step.retry_initial_ms.max(1),
+        ))
         .backoff_coefficient(step.retry_multiplier.max(1.0))
         .maximum_interval(std::time::Duration::from_millis(step.retry_max_ms.max(1)))
         .maximum_attempts(step.max_retries.saturating_add(1))
