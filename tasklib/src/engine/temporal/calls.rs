@@ -191,7 +191,6 @@ impl TemporalEngine {
                 workflow_id: workflow.to_string(),
                 run_id: String::new(),
             }),
-            ..Default::default()
         };
         let mut service = self.client.connection().workflow_service();
         match service
