@@ -9,7 +9,9 @@
 //! `latency`, `floor`, `scale`, `all` (those five), and two that show where the time goes:
 //! `explain` (plans of the claim and the completion) and `statements` (`pg_stat_statements`
 //! per task, on a private cluster), and `limits` (the drain with cluster-wide limits set but
-//! not binding, beside one without). The database is a fresh one per measurement, on
+//! not binding, beside one without). `dashboard` times the web dashboard's pages
+//! (`tasklib-web`) on a table of `--rows` tasks (a million by default) and explains their
+//! queries (issue 16). The database is a fresh one per measurement, on
 //! `DATABASE_URL`'s server when set, else on a throwaway cluster from `tasklib-test-utils`.
 //!
 //! With `--features celery`, `celery` drains through the Celery engine instead: tasklib's
@@ -18,6 +20,7 @@
 
 #[cfg(feature = "celery")]
 mod celery;
+mod dashboard;
 mod db;
 mod drain;
 mod enqueue;
@@ -78,6 +81,9 @@ struct Args {
     /// Completed rows already in the table for `scale`.
     #[arg(long, default_value_t = 1_000_000)]
     scale_rows: usize,
+    /// Rows in the table for `dashboard`, in the mix of a busy week.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
     /// With `drain`: also run `floor` and report `floor_ratio`.
     #[arg(long)]
     with_floor: bool,
@@ -88,7 +94,7 @@ struct Args {
     #[arg(long)]
     setup_sql: Option<String>,
     /// A run of seconds, to prove the program works (CI): 200 tasks, 100 single submits, 20
-    /// latency tasks 5 ms apart, 5,000 preloaded rows. Overrides the sizes above.
+    /// latency tasks 5 ms apart, 5,000 preloaded rows, 2,000 rows for `dashboard`. Overrides the sizes above.
     #[arg(long)]
     tiny: bool,
 }
@@ -109,6 +115,9 @@ enum Scenario {
     /// The Celery engine's Rust worker, then a Python Celery worker, draining the same number
     /// of tasks from one Redis (needs `--features celery`).
     Celery,
+    /// The web dashboard's pages on a table of `--rows` tasks: each page's time, and the plans
+    /// of its queries (not part of `all`).
+    Dashboard,
 }
 
 /// The sizes of one invocation.
@@ -122,6 +131,7 @@ pub(crate) struct Settings {
     pub(crate) latency_gap: Duration,
     pub(crate) latency_warmup: usize,
     pub(crate) scale_rows: usize,
+    pub(crate) rows: usize,
 }
 
 impl Settings {
@@ -136,6 +146,7 @@ impl Settings {
                 latency_gap: Duration::from_millis(5),
                 latency_warmup: 3,
                 scale_rows: 5_000,
+                rows: 2_000,
             };
         }
         Settings {
@@ -147,6 +158,7 @@ impl Settings {
             latency_gap: Duration::from_millis(args.latency_gap_ms),
             latency_warmup: args.latency_warmup,
             scale_rows: args.scale_rows,
+            rows: args.rows,
         }
     }
 }
@@ -250,6 +262,7 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Statements => statements::statements(s).await?,
         Scenario::Limits => drain::limits(s).await?,
         Scenario::Celery => celery_drains(s).await?,
+        Scenario::Dashboard => dashboard::dashboard(s).await?,
         Scenario::All => {
             let mut rows = drain_and_floor(s, true).await?;
             rows.extend(rest_of_all(s, rows.first().cloned()).await?);

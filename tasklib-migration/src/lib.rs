@@ -37,6 +37,7 @@ mod m20261204_000005_unique_keys;
 mod m20261204_000006_schedules;
 mod m20261204_000007_queue_limits;
 mod m20261204_000008_worker_pools;
+mod m20261204_000009_trace_context;
 
 /// Runs `statements` in order on the migration's connection: the body of migrations that are
 /// a list of SQL statements each way.
@@ -73,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000006_schedules::Migration),
             Box::new(m20261204_000007_queue_limits::Migration),
             Box::new(m20261204_000008_worker_pools::Migration),
+            Box::new(m20261204_000009_trace_context::Migration),
         ]
     }
 

@@ -142,6 +142,13 @@
 //! pending and running tasks per queue (`tasklib_*`, listed in `docs/monitoring.md`) through
 //! the `metrics` facade; `prometheus` adds the worker command's `--metrics-listen ADDR`.
 //!
+//! **Traces.** The cargo feature `otel` makes a task part of the trace of the code that
+//! submitted it: a submit stores the W3C `traceparent` of the current `tracing` span's
+//! OpenTelemetry context ([`TaskRecord::trace_context`]), and the worker's `tasklib.task` span
+//! (fields `task.id`, `task.name`, `task.queue`, `task.attempt`, `task.wait_ms`; there with or
+//! without the feature) continues it through `tracing-opentelemetry`. `docs/monitoring.md`,
+//! "Traces", shows how to wire an exporter.
+//!
 //! ## Chains
 //!
 //! When a step of a [`Chain`] completes, its output is put in front of the next step's
@@ -188,6 +195,7 @@ mod schedule;
 mod state;
 mod submit;
 mod task;
+mod trace;
 mod unique;
 mod url;
 mod worker;

@@ -74,6 +74,10 @@ pub struct TaskRecord {
     /// For a key unique per period ([`UniqueScope::Period`](crate::UniqueScope::Period)), the
     /// start of the window it holds.
     pub unique_window: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the span that submitted it (`00-{trace id}-{span id}-{flags}`),
+    /// which its runs continue: kept with the cargo feature `otel` when the submitter was in
+    /// an OpenTelemetry trace. Its trace id finds the task's trace in a tracing backend.
+    pub trace_context: Option<String>,
 }
 
 /// One failed attempt of a task, as kept in its history ([`TaskRecord::errors`]).
@@ -214,6 +218,7 @@ impl From<task::Model> for TaskRecord {
             },
             unique_key: m.unique_key,
             unique_window: m.unique_window.map(utc),
+            trace_context: m.trace_context,
         }
     }
 }

@@ -259,13 +259,15 @@ impl Schedule {
                 ),
             });
         }
-        let row = prepare(
+        let mut row = prepare(
             &task.name,
             task.args,
             &task.defaults,
             &self.options,
             task.type_key,
         )?;
+        // A tick's task has no submitter: whoever registered the schedule is not it.
+        row.trace_context = None;
         if row.unique.is_some() {
             return Err(Error::InvalidOption {
                 option: "unique_key",
@@ -498,6 +500,7 @@ mod tests {
                 delay_seconds: 0.0,
                 tags: serde_json::json!({"team": "ops"}),
                 unique: None,
+                trace_context: None,
             },
         })
     }

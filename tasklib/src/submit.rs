@@ -241,6 +241,8 @@ pub(crate) struct NewTask {
     pub(crate) tags: Value,
     /// The unique key and its scope, when the submit or the type asked for one.
     pub(crate) unique: Option<UniqueKey>,
+    /// The W3C `traceparent` of the submitter's span (feature `otel`; see `trace.rs`).
+    pub(crate) trace_context: Option<String>,
 }
 
 /// What an engine must honour for this submit: refuses, never drops, an option the engine
@@ -375,6 +377,7 @@ pub(crate) fn prepare(
         delay_seconds: options.delay.map_or(0.0, |d| d.as_secs_f64()),
         tags,
         unique,
+        trace_context: crate::trace::current(),
     })
 }
 

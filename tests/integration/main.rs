@@ -40,6 +40,8 @@ mod submit;
 #[cfg(feature = "temporal")]
 mod temporal;
 mod tls;
+#[cfg(feature = "otel")]
+mod traces;
 mod unique;
 mod worker_claiming;
 mod worker_execution;

@@ -96,6 +96,7 @@ async fn migrations_can_be_left_to_the_application() -> TestResult {
             "m20261204_000006_schedules".to_owned(),
             "m20261204_000007_queue_limits".to_owned(),
             "m20261204_000008_worker_pools".to_owned(),
+            "m20261204_000009_trace_context".to_owned(),
         ]
     );
     tasklib::migrate(tasks.db()?).await?;

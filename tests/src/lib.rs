@@ -11,3 +11,9 @@ pub mod nap;
 pub mod celery {
     pub use crate::nap::Nap;
 }
+
+/// The Rust example of `docs/monitoring.md` ("Traces"), compiled as a doctest with the
+/// feature `otel` so that it stays true.
+#[cfg(all(doctest, feature = "otel"))]
+#[doc = include_str!("../../docs/monitoring.md")]
+struct MonitoringGuide;

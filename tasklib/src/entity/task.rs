@@ -71,6 +71,9 @@ pub struct Model {
     /// For a key unique per period: the start of the window it holds; NULL for a key unique
     /// while the task is unfinished.
     pub unique_window: Option<DateTimeWithTimeZone>,
+    /// The W3C `traceparent` of the span that submitted the task, which the worker's span
+    /// continues (cargo feature `otel`); NULL when none was kept.
+    pub trace_context: Option<String>,
 }
 
 /// `tasks` has no relations.

@@ -30,6 +30,10 @@ pub(crate) const MAX_RETRIES_HEADER: &str = "tasklib_max_retries";
 pub(crate) const SNOOZES_HEADER: &str = "tasklib_snoozes";
 /// Header carrying a chain step's position, set by tasklib (Celery has none).
 pub(crate) const STEP_HEADER: &str = "tasklib_chain_step";
+/// Header carrying the W3C `traceparent` of the submitter's span (feature `otel`), under the
+/// W3C header's own name, as OpenTelemetry's propagators write it into a carrier; Celery
+/// workers without tracing ignore it.
+pub(crate) const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// One message as it sits in a Redis list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::CeleryEngine;
 use super::meta::{Meta, chain_key, meta_key};
-use super::protocol::{LOWEST_PRIORITY, MAX_RETRIES_HEADER, Outgoing, STEP_HEADER, Signature};
+use super::protocol::{
+    LOWEST_PRIORITY, MAX_RETRIES_HEADER, Outgoing, STEP_HEADER, Signature, TRACEPARENT_HEADER,
+};
 use crate::chain::{ChainIds, NewChain};
 use crate::submit::NewTask;
 use crate::unique::Submitted;
@@ -45,6 +47,9 @@ impl CeleryEngine {
         });
         let mut extra_headers = Map::new();
         extra_headers.insert(MAX_RETRIES_HEADER.to_owned(), json!(task.max_retries));
+        if let Some(traceparent) = &task.trace_context {
+            extra_headers.insert(TRACEPARENT_HEADER.to_owned(), json!(traceparent));
+        }
         let id = task.id.to_string();
         Ok(Outgoing {
             task: task.name.clone(),
@@ -122,10 +127,12 @@ impl CeleryEngine {
         if let Some(limit) = step.timeout_seconds {
             options.insert("time_limit".into(), json!(limit));
         }
-        options.insert(
-            "headers".into(),
-            json!({ MAX_RETRIES_HEADER: step.max_retries }),
-        );
+        let mut headers = Map::new();
+        headers.insert(MAX_RETRIES_HEADER.to_owned(), json!(step.max_retries));
+        if let Some(traceparent) = &step.trace_context {
+            headers.insert(TRACEPARENT_HEADER.to_owned(), json!(traceparent));
+        }
+        options.insert("headers".into(), Value::Object(headers));
         Ok(Signature {
             task: step.name.clone(),
             args,

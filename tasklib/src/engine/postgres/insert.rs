@@ -19,30 +19,35 @@ use crate::{Error, Result};
 ///
 /// Typed arrays travel in PostgreSQL's binary format and need no parsing on either side, unlike
 /// one JSON document of rows (measured: `docs/performance.md`). Array elements cannot be NULL
-/// through the driver, so absent values are encoded: a timeout of 0 (never valid) is none, and
-/// `$9` says which rows have an explicit `scheduled_at`.
+/// through the driver, so absent values are encoded: a timeout of 0 (never valid) is none,
+/// `$9` says which rows have an explicit `scheduled_at`, and a trace context `''` is none.
+/// The trace contexts `$12` are an empty array when no row has one (always, without the
+/// `otel` feature): `unnest` pads a shorter array with NULLs.
 const INSERT_TASKS: &str = r#"
-INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+                   tags, trace_context)
 SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
        CASE WHEN r.has_scheduled_at THEN r.scheduled_at
             ELSE now() + make_interval(secs => r.delay_seconds) END,
-       r.tags
+       r.tags, NULLIF(r.trace_context, '')
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
-            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[])
+            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[],
+            $12::text[])
      AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
-          has_scheduled_at, delay_seconds, tags)
+          has_scheduled_at, delay_seconds, tags, trace_context)
 "#;
 
 /// One row, as plain parameters: cheaper to plan than [`INSERT_TASKS`] for a single submit
 /// (measured: `docs/performance.md`). Same columns and defaults.
 const INSERT_TASK: &str = r#"
-INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at, tags)
+INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
+                   tags, trace_context)
 VALUES ($1, $2, $3, $4, $5, $6, $7,
-        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10)
+        COALESCE($8::timestamptz, now() + make_interval(secs => $9::float8)), $10, $11)
 "#;
 
-/// [`INSERT_TASKS`] for a batch holding unique tasks: two more columns, the unique key `$12`
-/// (`''` for none) and the scope's period in seconds `$13` (0: while unfinished). A row whose
+/// [`INSERT_TASKS`] for a batch holding unique tasks: two more columns, the unique key `$13`
+/// (`''` for none) and the scope's period in seconds `$14` (0: while unfinished). A row whose
 /// key is taken is skipped (`ON CONFLICT DO NOTHING`, arbitrated by the unique indexes, so
 /// concurrent submitters cannot both insert); the ids returned are those written. Rows go in
 /// their order, so within a batch the first of two duplicates wins. A period's window is
@@ -50,18 +55,18 @@ VALUES ($1, $2, $3, $4, $5, $6, $7,
 /// come here: they pay nothing for the feature.
 const INSERT_UNIQUE: &str = r#"
 INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
-                   tags, unique_key, unique_window)
+                   tags, trace_context, unique_key, unique_window)
 SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
        CASE WHEN r.has_scheduled_at THEN r.scheduled_at
             ELSE now() + make_interval(secs => r.delay_seconds) END,
-       r.tags, NULLIF(r.unique_key, ''),
+       r.tags, NULLIF(r.trace_context, ''), NULLIF(r.unique_key, ''),
        CASE WHEN r.unique_key <> '' AND r.unique_period > 0
             THEN to_timestamp(floor(extract(epoch FROM now()) / r.unique_period) * r.unique_period) END
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
             $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[],
-            $12::text[], $13::float8[]) WITH ORDINALITY
+            $12::text[], $13::text[], $14::float8[]) WITH ORDINALITY
      AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
-          has_scheduled_at, delay_seconds, tags, unique_key, unique_period, n)
+          has_scheduled_at, delay_seconds, tags, trace_context, unique_key, unique_period, n)
 ORDER BY r.n
 ON CONFLICT DO NOTHING
 RETURNING id
@@ -146,6 +151,9 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
     let mut has_scheduled_at = Vec::with_capacity(n);
     let mut delay = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
+    // Filled only when some row has a trace context (see `INSERT_TASKS`).
+    let traced = rows.iter().any(|row| row.trace_context.is_some());
+    let mut trace_context = Vec::with_capacity(if traced { n } else { 0 });
     for row in rows {
         id.push(row.id);
         name.push(row.name);
@@ -158,6 +166,9 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
         has_scheduled_at.push(row.scheduled_at.is_some());
         delay.push(row.delay_seconds);
         tags.push(row.tags);
+        if traced {
+            trace_context.push(row.trace_context.unwrap_or_default());
+        }
     }
     vec![
         id.into(),
@@ -171,6 +182,7 @@ fn columns(rows: Vec<NewTask>) -> Vec<sea_orm::Value> {
         has_scheduled_at.into(),
         delay.into(),
         tags.into(),
+        trace_context.into(),
     ]
 }
 
@@ -202,6 +214,7 @@ pub(crate) async fn insert_one<C: ConnectionTrait>(
             row.scheduled_at.into(),
             row.delay_seconds.into(),
             row.tags.into(),
+            row.trace_context.into(),
         ],
     );
     conn.execute_raw(statement).await?;
@@ -337,22 +350,23 @@ fn unique_keys<'a>(
     (names, keys, periods)
 }
 
-/// A chain's steps, in one statement: the columns of [`INSERT_TASKS`] plus the chain id `$12`
-/// and each row's step number `$13`. Step 0 is scheduled as its options say; the later steps
+/// A chain's steps, in one statement: the columns of [`INSERT_TASKS`] plus the chain id `$13`
+/// and each row's step number `$14`. Step 0 is scheduled as its options say; the later steps
 /// wait at `'9999-12-31 00:00:00+00'` (never due: not claimed, and the insert trigger does
 /// not announce them; the migration says why not `'infinity'`) until the step before them completes and releases them (`sql::RELEASE_NEXT_STEP`).
 const INSERT_CHAIN: &str = r#"
 INSERT INTO tasks (id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
-                   tags, chain_id, chain_step)
+                   tags, trace_context, chain_id, chain_step)
 SELECT r.id, r.name, r.queue, r.args, r.priority, r.max_retries, NULLIF(r.timeout_seconds, 0),
        CASE WHEN r.step > 0 THEN '9999-12-31 00:00:00+00'::timestamptz
             WHEN r.has_scheduled_at THEN r.scheduled_at
             ELSE now() + make_interval(secs => r.delay_seconds) END,
-       r.tags, $12::uuid, r.step
+       r.tags, NULLIF(r.trace_context, ''), $13::uuid, r.step
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[],
-            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[], $13::int4[])
+            $7::float8[], $8::timestamptz[], $9::bool[], $10::float8[], $11::jsonb[],
+            $12::text[], $14::int4[])
      AS r(id, name, queue, args, priority, max_retries, timeout_seconds, scheduled_at,
-          has_scheduled_at, delay_seconds, tags, step)
+          has_scheduled_at, delay_seconds, tags, trace_context, step)
 "#;
 
 /// Writes every step of a chain in one statement (all or nothing) and returns the ids.

@@ -12,14 +12,26 @@ use super::read::queue_settings;
 use crate::overview::{MAX_OVERVIEW_MINUTES, MinuteCounts, QueueOverview, QueueSlots, WorkerInfo};
 use crate::{Error, QueueLimits, Result, TaskState};
 
+/// Unfinished rows by queue and state: an index-only count over the partial `(state, queue)`
+/// index, which reads no row (failed and cancelled rows pile up across the table's history
+/// until retention removes them; reading each would mean reading the whole heap).
 const OPEN_BY_QUEUE: &str = r#"
-SELECT queue, state, (next_retry_at IS NOT NULL) AS retrying,
-       (state = 'pending' AND scheduled_at > now()) AS later, count(*) AS n,
-       min(scheduled_at) FILTER (WHERE state = 'pending' AND scheduled_at <= now()) AS oldest_due,
-       now() AS now
+SELECT queue, state, count(*) AS n, now() AS now
 FROM tasks
 WHERE state <> 'completed'
-GROUP BY 1, 2, 3, 4
+GROUP BY 1, 2
+"#;
+
+/// The backlog (pending rows, and failed rows waiting for their retry) by queue, due now or
+/// later, with the oldest due: through the claim index, whose predicate this repeats, so only
+/// the backlog's rows are read.
+const BACKLOG_BY_QUEUE: &str = r#"
+SELECT queue, (state = 'failed') AS retrying,
+       (COALESCE(next_retry_at, scheduled_at) > now()) AS later, count(*) AS n,
+       min(scheduled_at) FILTER (WHERE state = 'pending' AND scheduled_at <= now()) AS oldest_due
+FROM tasks
+WHERE state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL)
+GROUP BY 1, 2, 3
 "#;
 
 const FINISHED_BY_MINUTE: &str = r#"
@@ -30,11 +42,16 @@ GROUP BY 1, 2, 3
 "#;
 
 const LIVE_WORKERS: &str = r#"
+WITH running AS (
+    SELECT worker_id, count(*) AS n
+    FROM tasks
+    WHERE state = 'running'
+    GROUP BY worker_id
+)
 SELECT w.pool_id, w.worker_id, w.host, w.pid, w.queues, w.slots, w.started_at, w.heartbeat_at,
-       w.expires_at,
-       (SELECT count(*) FROM tasks t
-        WHERE t.state = 'running' AND t.worker_id = w.worker_id) AS running
+       w.expires_at, COALESCE(r.n, 0) AS running
 FROM tasklib_workers w
+LEFT JOIN running r ON r.worker_id = w.worker_id
 WHERE w.expires_at > now()
 ORDER BY w.started_at, w.pool_id
 "#;
@@ -43,11 +60,17 @@ ORDER BY w.started_at, w.pool_id
 struct OpenRow {
     queue: String,
     state: TaskState,
+    n: i64,
+    now: DateTime<Utc>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct BacklogRow {
+    queue: String,
     retrying: bool,
     later: bool,
     n: i64,
     oldest_due: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -114,6 +137,12 @@ pub(crate) async fn queues<C: ConnectionTrait>(
         OpenRow::find_by_statement(Statement::from_string(DbBackend::Postgres, OPEN_BY_QUEUE))
             .all(conn)
             .await?;
+    let backlog = BacklogRow::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        BACKLOG_BY_QUEUE,
+    ))
+    .all(conn)
+    .await?;
     let finished = FinishedRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         FINISHED_BY_MINUTE,
@@ -134,17 +163,29 @@ pub(crate) async fn queues<C: ConnectionTrait>(
             .entry(row.queue.clone())
             .or_insert_with(|| empty(row.queue.clone(), &window));
         let n = count(row.n);
-        match (row.state, row.retrying, row.later) {
-            (TaskState::Pending, _, true) => q.scheduled += n,
-            (TaskState::Pending, _, false) => q.due += n,
-            (TaskState::Running, _, _) => q.running += n,
-            (TaskState::Failed, true, _) => q.retrying += n,
-            (TaskState::Failed, false, _) => q.failed += n,
-            (TaskState::Cancelled, _, _) => q.cancelled += n,
-            (TaskState::Completed, _, _) => {}
+        match row.state {
+            TaskState::Running => q.running += n,
+            // All failed rows here; those waiting for a retry move to `retrying` below.
+            TaskState::Failed => q.failed += n,
+            TaskState::Cancelled => q.cancelled += n,
+            TaskState::Pending | TaskState::Completed => {}
+        }
+    }
+    for row in backlog {
+        let q = out
+            .entry(row.queue.clone())
+            .or_insert_with(|| empty(row.queue.clone(), &window));
+        let n = count(row.n);
+        if row.retrying {
+            q.retrying += n;
+            q.failed = q.failed.saturating_sub(n);
+        } else if row.later {
+            q.scheduled += n;
+        } else {
+            q.due += n;
         }
         if let Some(oldest) = row.oldest_due {
-            let age = (row.now - oldest).to_std().unwrap_or_default();
+            let age = (now - oldest).to_std().unwrap_or_default();
             q.oldest_due_age = Some(q.oldest_due_age.map_or(age, |a| a.max(age)));
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::consumer::Delivery;
@@ -19,6 +20,7 @@ use crate::attempt::{self, Write};
 use crate::engine::celery::meta::{EXC_MODULE, Meta, State, exception, meta_key};
 use crate::engine::celery::protocol::{
     DecodeError, Incoming, MAX_RETRIES_HEADER, Outgoing, SNOOZES_HEADER, STEP_HEADER, Signature,
+    TRACEPARENT_HEADER,
 };
 use crate::engine::celery::submit::{encode, to_json};
 use crate::task::{TaskContext, TaskError};
@@ -38,11 +40,32 @@ pub(crate) async fn execute(
     let headers = &delivery.incoming.envelope.headers;
     let id = headers.id.parse::<Uuid>().unwrap_or_default();
     let name = headers.task.clone();
+    // The same span as the PostgreSQL engine's (without `task.wait_ms`: a message does not
+    // say when it was due), continuing the submitter's trace when the message carries one.
+    let span = tracing::info_span!(
+        parent: None,
+        "tasklib.task",
+        task.id = %id,
+        task.name = %name,
+        task.attempt = headers.retries + snoozes(headers) + 1,
+        task.queue = %delivery.incoming.envelope.properties.delivery_info.routing_key,
+    );
+    crate::trace::continue_trace(
+        &span,
+        headers
+            .extra
+            .get(TRACEPARENT_HEADER)
+            .and_then(Value::as_str),
+    );
     shared.counters.running.fetch_add(1, Ordering::Relaxed);
-    let outcome = match run(&shared, &delivery.incoming, id).await {
-        Ok(write) => finish(&shared, &delivery.incoming, write).await,
-        Err(not_registered) => not_registered,
-    };
+    let outcome = async {
+        match run(&shared, &delivery.incoming, id).await {
+            Ok(write) => finish(&shared, &delivery.incoming, write).await,
+            Err(not_registered) => not_registered,
+        }
+    }
+    .instrument(span)
+    .await;
     shared.counters.running.fetch_sub(1, Ordering::Relaxed);
     let outcome = match outcome {
         Ok(outcome) => {

@@ -39,13 +39,20 @@ pub(crate) fn spawn(
 ) {
     let Claimed { row, cancelled } = task;
     let (id, attempt) = (row.id, row.attempt);
+    // A root: the attempt belongs to no span of the worker (nor to whatever this thread is
+    // in); only the submitter's trace, below, may be its parent.
     let span = tracing::info_span!(
+        parent: None,
         "tasklib.task",
         task.id = %row.id,
         task.name = %row.name,
         task.attempt = row.attempt,
         task.queue = %row.queue,
+        task.wait_ms = (row.waited.max(0.0) * 1000.0).round() as u64,
     );
+    // The submitter's trace, when it kept one (feature `otel`): set before the span is first
+    // entered, as a parent can only be.
+    crate::trace::continue_trace(&span, row.trace_context.as_deref());
     // Hold the map's lock across the spawn so the attempt cannot leave the map before its
     // abort handle is recorded.
     let mut in_flight = pool.in_flight();

@@ -56,6 +56,7 @@ WHERE t.id = numbered.id"#,
 RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries, t.tags,
           t.timeout_seconds, t.cancel_requested_at IS NOT NULL AS cancel_requested,
           t.chain_id IS NOT NULL AS chained, t.started_at IS NOT NULL AS started,
+          t.trace_context,
           extract(epoch FROM "#,
             $now,
             r#" - numbered.due)::float8 AS waited"#
@@ -76,7 +77,9 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
 ///   failure: a task waiting for its retry keeps `retry_count < max_retries`, which is what
 ///   the monitoring queries read (`docs/monitoring.md`).
 /// - It returns only what the executor reads, not `t.*`: with `waited`, the seconds from
-///   the row's due time to this claim (for the wait histogram of the `metrics` feature).
+///   the row's due time to this claim (for the wait histogram of the `metrics` feature and
+///   the task's span), and `trace_context`, the submitter's trace (NULL unless the submitter
+///   had the `otel` feature and a trace; a short text when set).
 /// - A paused queue, or one with cluster-wide limits (`tasklib_queues`), yields nothing: one
 ///   primary-key probe of a small table per claim, evaluated once (an init plan), so that a
 ///   claim decided before the pool heard of a pause cannot start a task submitted after it,

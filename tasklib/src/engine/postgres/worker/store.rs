@@ -58,6 +58,8 @@ pub(crate) struct ClaimedRow {
     pub(crate) started: bool,
     /// Seconds from when it was due to the claim.
     pub(crate) waited: f64,
+    /// The W3C `traceparent` of the span that submitted it, if kept (feature `otel`).
+    pub(crate) trace_context: Option<String>,
 }
 
 /// How many rows a claim asks for: up to `limit`, of which the first `reserved` start at once.
