@@ -75,6 +75,7 @@ mod queue;
 mod redis;
 mod server;
 mod service;
+mod temporal;
 mod tls_cluster;
 mod watchdog;
 
@@ -85,4 +86,5 @@ pub use pgbouncer::TestPgBouncer;
 pub use private_cluster::TestCluster;
 pub use queue::{Drained, QueueTestError, assert_enqueued, drain, enqueued};
 pub use redis::{TestRedis, TestRedisError};
+pub use temporal::{NAMESPACES, TEMPORAL_REQUIREMENTS, TestTemporal, TestTemporalError};
 pub use tls_cluster::{TLS_TEST_HOSTS, TestTlsCluster};

@@ -61,6 +61,7 @@ impl BackendType {
         match self {
             BackendType::Postgres => Ok(()),
             BackendType::Celery if cfg!(feature = "celery") => Ok(()),
+            BackendType::Temporal if cfg!(feature = "temporal") => Ok(()),
             BackendType::Hatchet => Err(Error::BackendUnsupported {
                 backend: self,
                 reason: "not supported yet: its engine ships only as Docker images or a \

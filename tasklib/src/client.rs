@@ -90,6 +90,10 @@ impl TaskLib {
             BackendType::Celery => {
                 Arc::new(crate::engine::celery::CeleryEngine::connect(&config).await?)
             }
+            #[cfg(feature = "temporal")]
+            BackendType::Temporal => {
+                Arc::new(crate::engine::temporal::TemporalEngine::connect(&config).await?)
+            }
             other => {
                 // `ensure_available` lets only compiled-in engines through.
                 return Err(Error::BackendNotCompiled {

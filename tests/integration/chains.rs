@@ -326,7 +326,13 @@ async fn engines_not_compiled_in_and_hatchet_fail_at_startup_with_one_line() -> 
         }
         other => panic!("expected BackendNotCompiled, got {other:?}"),
     }
-    let temporal = TaskLib::connect_with(Config::for_backend(BackendType::Temporal).build()?).await;
+    let temporal = TaskLib::connect_with(
+        Config::for_backend(BackendType::Temporal)
+            .temporal_host("127.0.0.1:1")
+            .build()?,
+    )
+    .await;
+    #[cfg(not(feature = "temporal"))]
     assert!(matches!(
         temporal,
         Err(Error::BackendNotCompiled {
@@ -334,6 +340,19 @@ async fn engines_not_compiled_in_and_hatchet_fail_at_startup_with_one_line() -> 
             ..
         })
     ));
+    // Compiled in: nothing listens on port 1, and the error names the frontend.
+    #[cfg(feature = "temporal")]
+    assert!(
+        matches!(
+            temporal,
+            Err(Error::Broker {
+                backend: BackendType::Temporal,
+                role: "frontend",
+                ..
+            })
+        ),
+        "{temporal:?}"
+    );
     let hatchet = TaskLib::connect_with(Config::for_backend(BackendType::Hatchet).build()?).await;
     match hatchet {
         Err(error @ Error::BackendUnsupported { .. }) => {

@@ -37,6 +37,8 @@ mod queues;
 mod schedules;
 mod schema;
 mod submit;
+#[cfg(feature = "temporal")]
+mod temporal;
 mod tls;
 #[cfg(feature = "otel")]
 mod traces;

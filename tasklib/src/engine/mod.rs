@@ -14,6 +14,8 @@ pub(crate) mod celery;
 #[cfg(feature = "cli")]
 pub(crate) mod detached;
 pub(crate) mod postgres;
+#[cfg(feature = "temporal")]
+pub(crate) mod temporal;
 
 use std::fmt;
 use std::time::Duration;

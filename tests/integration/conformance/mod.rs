@@ -7,7 +7,8 @@
 //! instead: asking for it is refused with `Error::Unsupported`.
 //!
 //! PostgreSQL runs it always, Celery with `--features celery` (on a `redis-server` the
-//! harness starts); the Temporal engine adds itself with one `conformance_suite!` line.
+//! harness starts), Temporal with `--features temporal` (on a `temporal server start-dev`
+//! the process shares, a namespace per test).
 
 mod cases;
 pub(crate) mod tasks;
@@ -30,6 +31,9 @@ enum Store {
     /// Broker on database 0, results on database 1.
     #[cfg(feature = "celery")]
     Celery(tasklib_test_utils::TestRedis),
+    /// A namespace of its own on the process's shared dev server.
+    #[cfg(feature = "temporal")]
+    Temporal(&'static tasklib_test_utils::TestTemporal, String),
 }
 
 /// Retry delays and poll ticks short enough for tests.
@@ -70,6 +74,25 @@ impl Harness {
         })
     }
 
+    /// The Temporal engine on a namespace of its own, on the dev server (a real `temporal
+    /// server start-dev`) that this process's tests share.
+    #[cfg(feature = "temporal")]
+    pub(crate) async fn temporal() -> TestResult<Harness> {
+        let server = tasklib_test_utils::TestTemporal::shared()?;
+        let namespace = server.namespace()?;
+        let config = test_settings(
+            Config::for_backend(tasklib::BackendType::Temporal)
+                .temporal_host(server.host())
+                .temporal_namespace(namespace.clone()),
+        )
+        .build()?;
+        let tasks = TaskLib::connect_with(config).await?;
+        Ok(Harness {
+            tasks,
+            store: Store::Temporal(server, namespace),
+        })
+    }
+
     /// How many tasks the engine holds (submitted and not yet pruned): rows on PostgreSQL,
     /// keys (messages and results) on Redis.
     pub(crate) async fn written(&self) -> TestResult<i64> {
@@ -77,6 +100,16 @@ impl Harness {
             Store::Postgres(db) => crate::common::count_rows(db).await,
             #[cfg(feature = "celery")]
             Store::Celery(redis) => Ok(i64::try_from(redis.dbsize(0)? + redis.dbsize(1)?)?),
+            #[cfg(feature = "temporal")]
+            Store::Temporal(server, namespace) => {
+                let output = server.cli(&["workflow", "count", "--namespace", namespace])?;
+                let text = String::from_utf8_lossy(&output.stdout);
+                let count = text
+                    .split_whitespace()
+                    .last()
+                    .ok_or_else(|| format!("`temporal workflow count` said nothing: {text}"))?;
+                Ok(count.parse()?)
+            }
         }
     }
 }
@@ -123,3 +156,5 @@ macro_rules! conformance_suite {
 conformance_suite!(postgres, crate::conformance::Harness::postgres);
 #[cfg(feature = "celery")]
 conformance_suite!(celery, crate::conformance::Harness::celery);
+#[cfg(feature = "temporal")]
+conformance_suite!(temporal, crate::conformance::Harness::temporal);

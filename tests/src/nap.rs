@@ -1,4 +1,5 @@
-//! What the Celery tests share with the `celery_worker` binary.
+//! What the process tests of the Celery and Temporal engines share with their worker
+//! binaries (`celery_worker`, `temporal_worker`).
 
 use serde::{Deserialize, Serialize};
 use tasklib::Task;
