@@ -310,6 +310,12 @@ async fn pages(client: &Client) -> BenchResult<Vec<Page>> {
                     args: String::new(),
                 },
                 Query {
+                    label: "backlog_by_queue",
+                    types: "",
+                    sql: BACKLOG_BY_QUEUE.to_owned(),
+                    args: String::new(),
+                },
+                Query {
                     label: "finished_by_minute",
                     types: "int",
                     sql: FINISHED_BY_MINUTE.to_owned(),
@@ -398,14 +404,19 @@ async fn pages(client: &Client) -> BenchResult<Vec<Page>> {
     Ok(pages)
 }
 
-/// `tasklib`'s queue overview: open rows by queue and state.
-const OPEN_BY_QUEUE: &str = "SELECT queue, state, (next_retry_at IS NOT NULL) AS retrying,
-       (state = 'pending' AND scheduled_at > now()) AS later, count(*) AS n,
-       min(scheduled_at) FILTER (WHERE state = 'pending' AND scheduled_at <= now()) AS oldest_due,
-       now() AS now
+/// `tasklib`'s queue overview: unfinished rows by queue and state (index-only).
+const OPEN_BY_QUEUE: &str = "SELECT queue, state, count(*) AS n, now() AS now
 FROM tasks
 WHERE state <> 'completed'
-GROUP BY 1, 2, 3, 4";
+GROUP BY 1, 2";
+
+/// `tasklib`'s queue overview: the backlog, due or later, through the claim index.
+const BACKLOG_BY_QUEUE: &str = "SELECT queue, (state = 'failed') AS retrying,
+       (COALESCE(next_retry_at, scheduled_at) > now()) AS later, count(*) AS n,
+       min(scheduled_at) FILTER (WHERE state = 'pending' AND scheduled_at <= now()) AS oldest_due
+FROM tasks
+WHERE state = 'pending' OR (state = 'failed' AND next_retry_at IS NOT NULL)
+GROUP BY 1, 2, 3";
 
 /// `tasklib`'s queue overview: rows finished in each of the last minutes.
 const FINISHED_BY_MINUTE: &str =
@@ -415,11 +426,13 @@ WHERE completed_at >= date_trunc('minute', now()) - make_interval(mins => $1)
 GROUP BY 1, 2, 3";
 
 /// `tasklib`'s live pools, with their running tasks.
-const LIVE_WORKERS: &str = "SELECT w.pool_id, w.worker_id, w.host, w.pid, w.queues, w.slots,
-       w.started_at, w.heartbeat_at, w.expires_at,
-       (SELECT count(*) FROM tasks t
-        WHERE t.state = 'running' AND t.worker_id = w.worker_id) AS running
+const LIVE_WORKERS: &str = "WITH running AS (
+    SELECT worker_id, count(*) AS n FROM tasks WHERE state = 'running' GROUP BY worker_id
+)
+SELECT w.pool_id, w.worker_id, w.host, w.pid, w.queues, w.slots,
+       w.started_at, w.heartbeat_at, w.expires_at, COALESCE(r.n, 0) AS running
 FROM tasklib_workers w
+LEFT JOIN running r ON r.worker_id = w.worker_id
 WHERE w.expires_at > now()
 ORDER BY w.started_at, w.pool_id";
 
