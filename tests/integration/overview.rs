@@ -133,6 +133,8 @@ async fn the_overview_counts_open_tasks_and_what_finished_each_minute() -> TestR
     tasks.register(|j: Job, _: TaskContext| async move {
         if j.label.starts_with("fail") {
             Err(TaskError::permanent("no"))
+        } else if j.label.starts_with("retry") {
+            Err(TaskError::retry_after(Duration::from_secs(3600), "later"))
         } else {
             Ok(j.label)
         }
@@ -143,6 +145,13 @@ async fn the_overview_counts_open_tasks_and_what_finished_each_minute() -> TestR
         let id = tasks.submit_with(job(label), on("work")).await?;
         tasks.wait_result(id, PATIENCE).await?;
     }
+    // One failed attempt with a retry an hour away: failed, but counted as retrying.
+    let retrying = tasks.submit_with(job("retry-1"), on("work")).await?;
+    until(
+        || tasks.get_task(retrying),
+        |t| t.as_ref().is_some_and(|t| t.state == TaskState::Failed),
+    )
+    .await?;
     pool.shutdown().await?;
     // Waiting work, in a queue nobody serves.
     tasks.submit_with(job("due-1"), on("backlog")).await?;
@@ -172,7 +181,11 @@ async fn the_overview_counts_open_tasks_and_what_finished_each_minute() -> TestR
     assert_eq!(quiet.due + quiet.failed + quiet.cancelled, 0);
 
     let work = &overview[2];
-    assert_eq!((work.due, work.failed), (0, 1));
+    assert_eq!((work.due, work.failed, work.retrying), (0, 1, 1));
+    assert_eq!(
+        work.scheduled, 0,
+        "a retry is counted as retrying, not as later"
+    );
     assert_eq!(
         work.finished.len(),
         16,
