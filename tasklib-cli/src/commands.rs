@@ -746,6 +746,10 @@ fn show(t: &TaskRecord, json: bool) {
                 (None, _) => "-".into(),
             },
         ),
+        (
+            "trace",
+            t.trace_context.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("args", t.args.to_string()),
         (
             "result",

@@ -286,6 +286,7 @@ async fn show_prints_every_field_and_the_error_in_full() -> TestResult {
         "state",
         "failed",
         "retries       3 of 3",
+        "trace         -",
         "disk full: /var/exports\ncaused by: ENOSPC",
     ] {
         assert!(
