@@ -37,6 +37,13 @@ impl Task for AddNumbers {
     type Output = i64;
 }
 
+/// Registers the demo worker's `add_numbers` handler on `tasks`.
+fn register_adder(tasks: &TaskLib) -> tasklib::Result<()> {
+    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
+        Ok::<_, TaskError>(numbers.a + numbers.b)
+    })
+}
+
 /// Runs `tasklib <args>` against `db` (through DATABASE_URL, as an operator would).
 fn tasklib(db: &TestDatabase, args: &[&str]) -> std::io::Result<Output> {
     tasklib_with(db, args, &[])
@@ -463,9 +470,7 @@ async fn bad_flags_and_unreachable_databases_are_one_line_errors() -> TestResult
 async fn submit_then_result_wait_against_a_running_worker() -> TestResult {
     let db = TestDatabase::new().await?;
     let tasks = TaskLib::connect(db.url()).await?;
-    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
-        Ok::<_, TaskError>(numbers.a + numbers.b)
-    })?;
+    register_adder(&tasks)?;
     let pool = tasks.spawn_workers(2)?;
 
     for args in ["[15, 25]", r#"{"a": 15, "b": 25}"#] {
@@ -910,9 +915,7 @@ async fn schedules_lists_each_schedule_with_its_last_tick_and_next_run() -> Test
 async fn workers_lists_the_running_pools() -> TestResult {
     let db = TestDatabase::new().await?;
     let tasks = TaskLib::connect(db.url()).await?;
-    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
-        Ok::<_, TaskError>(numbers.a + numbers.b)
-    })?;
+    register_adder(&tasks)?;
     let out = tasklib_async(&db, &["workers"]).await?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "no worker pool is running");
@@ -953,9 +956,7 @@ async fn dashboard_serves_the_pages_and_metrics_and_keeps_to_loopback_without_a_
 
     let db = TestDatabase::new().await?;
     let tasks = TaskLib::connect(db.url()).await?;
-    tasks.register(|numbers: AddNumbers, _: TaskContext| async move {
-        Ok::<_, TaskError>(numbers.a + numbers.b)
-    })?;
+    register_adder(&tasks)?;
     let pool = tasks.spawn_workers(2)?;
     let id = tasks.submit(AddNumbers { a: 1, b: 2 }).await?;
     tasks

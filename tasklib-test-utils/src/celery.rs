@@ -127,43 +127,13 @@ fn venv_dir() -> PathBuf {
 }
 
 fn build(dir: &Path) -> Result<(), CeleryError> {
-    let failed = |detail: String| CeleryError::Venv {
+    crate::venv::build(dir, &[CELERY_REQUIREMENT], |dir| {
+        dir.join("bin").join("celery").exists()
+    })
+    .map_err(|detail| CeleryError::Venv {
         path: dir.to_owned(),
         detail,
-    };
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| failed(e.to_string()))?;
-    let building = parent.join(format!(
-        ".{}-building-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("venv"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&building);
-    let run = |cmd: &mut Command| -> Result<(), CeleryError> {
-        let out = cmd.output().map_err(|e| failed(e.to_string()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )))
-        }
-    };
-    run(Command::new("python3").arg("-m").arg("venv").arg(&building))?;
-    run(Command::new(building.join("bin/pip")).args(["install", "--quiet", CELERY_REQUIREMENT]))?;
-    // The scripts' shebangs still name the build path after the rename; nothing here uses
-    // them (`python -m celery`, `python -c`), and `bin/python` works from anywhere.
-    match std::fs::rename(&building, dir) {
-        Ok(()) => Ok(()),
-        // Another process finished first: use theirs.
-        Err(_) if dir.join("bin").join("celery").exists() => {
-            let _ = std::fs::remove_dir_all(&building);
-            Ok(())
-        }
-        Err(e) => Err(failed(e.to_string())),
-    }
+    })
 }
 
 /// A directory of Python modules for a test (a Celery app, tasks), removed on drop.

@@ -77,6 +77,7 @@ mod server;
 mod service;
 mod temporal;
 mod tls_cluster;
+mod venv;
 mod watchdog;
 
 pub use celery::{CELERY_REQUIREMENT, CeleryError, CeleryVenv, CeleryWorker, PythonApp};

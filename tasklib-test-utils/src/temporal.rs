@@ -300,44 +300,11 @@ fn venv() -> Result<PathBuf, TestTemporalError> {
     if ready(&dir) {
         return Ok(dir);
     }
-    let failed = |detail: String| TestTemporalError::Venv {
-        path: dir.clone(),
-        detail,
-    };
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| failed(e.to_string()))?;
-    let building = parent.join(format!(
-        ".{}-building-{}",
-        dir.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("temporal-venv"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&building);
-    let run = |cmd: &mut Command| -> Result<(), TestTemporalError> {
-        let out = cmd.output().map_err(|e| failed(e.to_string()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(failed(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )))
+    crate::venv::build(&dir, &TEMPORAL_REQUIREMENTS, ready).map_err(|detail| {
+        TestTemporalError::Venv {
+            path: dir.clone(),
+            detail,
         }
-    };
-    run(Command::new("python3").arg("-m").arg("venv").arg(&building))?;
-    run(Command::new(building.join("bin/pip"))
-        .args(["install", "--quiet"])
-        .args(TEMPORAL_REQUIREMENTS))?;
-    // `bin/temporal` is the CLI's own binary and `bin/python` works from anywhere, so the
-    // rename breaks nothing used here.
-    match std::fs::rename(&building, &dir) {
-        Ok(()) => Ok(dir),
-        Err(_) if ready(&dir) => {
-            let _ = std::fs::remove_dir_all(&building);
-            Ok(dir)
-        }
-        Err(e) => Err(failed(e.to_string())),
-    }
+    })?;
+    Ok(dir)
 }

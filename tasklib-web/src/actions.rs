@@ -53,7 +53,7 @@ fn check(
 }
 
 /// Compares in time independent of where the first difference is.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same_token(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
         && given
             .iter()

@@ -87,9 +87,8 @@ impl ServeOptions {
 /// installs a Prometheus recorder and serves `/metrics`.
 ///
 /// # Errors
-/// [`tasklib::Error::InvalidConfig`] (nothing is served) for a listener beyond loopback
-/// without credentials; [`tasklib::Error::Listener`]-free I/O failures of the server are
-/// returned as [`tasklib::Error::InvalidConfig`] with field `listen`.
+/// [`tasklib::Error::InvalidConfig`] with field `listen`: for a listener beyond loopback
+/// without credentials (nothing is served), and for an I/O failure of the server.
 pub async fn serve(
     tasks: TaskLib,
     listener: tokio::net::TcpListener,
@@ -154,14 +153,8 @@ async fn basic_auth(State(expected): State<Arc<str>>, request: Request, next: Ne
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "))
         .map(str::trim);
-    let ok = given.is_some_and(|given| {
-        given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
+    let ok = given
+        .is_some_and(|given| crate::actions::same_token(given.as_bytes(), expected.as_bytes()));
     if ok {
         next.run(request).await
     } else {

@@ -930,13 +930,17 @@ pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration> {
         .or_else(|_| invalid(field, format!("`{value}` is out of range")))
 }
 
-fn generate_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// The machine's host name, as the kernel (or `HOSTNAME`) reports it.
+pub(crate) fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_owned());
+}
+
+fn generate_worker_id() -> String {
+    let host = host_name().unwrap_or_else(|| "worker".to_owned());
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     // The last hex digits of a v7 id are random.
     let random = &suffix[suffix.len() - 6..];

@@ -39,7 +39,9 @@ pub(crate) async fn upsert(pool: &PoolShared, starting: bool) {
     let values = vec![
         pool.pool_id.into(),
         pool.worker_id.clone().into(),
-        host().into(),
+        crate::config::host_name()
+            .unwrap_or_else(|| "unknown".to_owned())
+            .into(),
         i64::from(std::process::id()).into(),
         serde_json::Value::Array(queues).into(),
         i64::try_from(slots).unwrap_or(i64::MAX).into(),
@@ -71,14 +73,4 @@ async fn execute(db: &Db, sql: &str, values: Vec<sea_orm::Value>) -> Result<()> 
     ))
     .await?;
     Ok(())
-}
-
-/// The machine's host name, as the kernel reports it.
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
