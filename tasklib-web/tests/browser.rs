@@ -11,32 +11,22 @@ use tasklib_web::Dashboard;
 
 use support::{Browser, PATIENCE, Scene, TestResult, serve_nested};
 
-/// The ids in the `#tasks` table of the page shown.
-async fn listed_ids(browser: &Browser) -> TestResult<Vec<String>> {
-    let mut ids = Vec::new();
+/// The attribute `name` of every row in the `#tasks` table of the page shown.
+async fn listed(browser: &Browser, name: &str) -> TestResult<Vec<String>> {
+    let mut values = Vec::new();
     for row in browser
         .client
         .find_all(Locator::Css("#tasks tbody tr"))
         .await?
     {
-        if let Some(id) = row.attr("data-id").await? {
-            ids.push(id);
-        }
+        values.push(row.attr(name).await?.unwrap_or_default());
     }
-    Ok(ids)
+    Ok(values)
 }
 
-/// The `data-state` of every row in `#tasks`.
-async fn listed_states(browser: &Browser) -> TestResult<Vec<String>> {
-    let mut states = Vec::new();
-    for row in browser
-        .client
-        .find_all(Locator::Css("#tasks tbody tr"))
-        .await?
-    {
-        states.push(row.attr("data-state").await?.unwrap_or_default());
-    }
-    Ok(states)
+/// The ids of the tasks listed.
+async fn listed_ids(browser: &Browser) -> TestResult<Vec<String>> {
+    listed(browser, "data-id").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +82,10 @@ async fn every_page_loads_filters_and_pages_in_a_browser() -> TestResult {
         ))?)
         .await?;
     assert_eq!(listed_ids(&browser).await?, vec![scene.failed.to_string()]);
-    assert_eq!(listed_states(&browser).await?, vec!["failed".to_owned()]);
+    assert_eq!(
+        listed(&browser, "data-state").await?,
+        vec!["failed".to_owned()]
+    );
 
     // Filter by tag and queue, then page with the keyset link.
     c.goto(&format!("{base}/tasks?queue=reports&tag=batch%3Dweekly"))

@@ -35,7 +35,8 @@ GROUP BY 1, 2, 3
 "#;
 
 const FINISHED_BY_MINUTE: &str = r#"
-SELECT queue, state, date_trunc('minute', completed_at) AS minute, count(*) AS n
+SELECT queue, state, date_trunc('minute', completed_at) AS minute, count(*) AS n,
+       now() AS now
 FROM tasks
 WHERE completed_at >= date_trunc('minute', now()) - make_interval(mins => $1)
 GROUP BY 1, 2, 3
@@ -79,6 +80,7 @@ struct FinishedRow {
     state: TaskState,
     minute: DateTime<Utc>,
     n: i64,
+    now: DateTime<Utc>,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -150,7 +152,12 @@ pub(crate) async fn queues<C: ConnectionTrait>(
     ))
     .all(conn)
     .await?;
-    let now = open.first().map_or_else(Utc::now, |row| row.now);
+    // The database's clock, which the minutes of `finished` are on (the client's may differ).
+    let now = open
+        .first()
+        .map(|row| row.now)
+        .or_else(|| finished.first().map(|row| row.now))
+        .unwrap_or_else(Utc::now);
     let this_minute = now.duration_trunc(Span::minutes(1)).unwrap_or(now);
     let window: Vec<DateTime<Utc>> = (0..=i64::from(minutes))
         .rev()
