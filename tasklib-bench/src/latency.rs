@@ -1,5 +1,6 @@
 //! `latency`: how long a task waits between its submit's commit and its handler's start, on
-//! an idle pool.
+//! an idle pool; and its pickup, from just before the `submit` call (its commit included) to
+//! the handler's start (`pickup_p50_ms`, `pickup_p99_ms`: issue 17's figure).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,12 +74,14 @@ pub(crate) async fn latency_on(db: &BenchDb, s: &Settings, name: &str) -> BenchR
         notes.push(at);
     }
     let mut delays = Vec::new();
+    let mut pickups = Vec::new();
     let mut notify = Vec::new();
     let mut after_notify = Vec::new();
     let mut submit_ms = Vec::new();
     for (i, (n, begin, end)) in submits.iter().enumerate() {
         let Some(start) = starts.get(n) else { continue };
         delays.push(ms(start.saturating_duration_since(*end)));
+        pickups.push(ms(start.saturating_duration_since(*begin)));
         submit_ms.push(ms(end.duration_since(*begin)));
         // The notification of this submit is the first to arrive after it began and before
         // the next one began.
@@ -91,7 +94,8 @@ pub(crate) async fn latency_on(db: &BenchDb, s: &Settings, name: &str) -> BenchR
             after_notify.push(ms(start.saturating_duration_since(*at)));
         }
     }
-    let (n, a, sub) = (
+    let (pick, n, a, sub) = (
+        Percentiles::of(&pickups),
         Percentiles::of(&notify),
         Percentiles::of(&after_notify),
         Percentiles::of(&submit_ms),
@@ -99,7 +103,10 @@ pub(crate) async fn latency_on(db: &BenchDb, s: &Settings, name: &str) -> BenchR
     Ok(Row::latency(name, s.concurrency, seconds, &delays)
         .with("foreign_compilers", watch.most())
         .with("warmup_tasks", warmup)
+        .with("pickup_p50_ms", pick.p50)
+        .with("pickup_p99_ms", pick.p99)
         .with("submit_p50_ms", sub.p50)
+        .with("submit_p99_ms", sub.p99)
         .with("notify_p50_ms", n.p50)
         .with("notify_p99_ms", n.p99)
         .with("after_notify_p50_ms", a.p50)

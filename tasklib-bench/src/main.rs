@@ -5,11 +5,14 @@
 //! cargo run --release -p tasklib-bench --features celery -- celery [--runs 3] [--tasks N]
 //! ```
 //!
-//! Scenarios: `enqueue`, `drain` (with `--with-floor` for the ratio to the SQL floor),
+//! Scenarios: `enqueue` (`--chunk 1000` sends the bulk submit in calls of 1,000), `drain`
+//! (with `--with-floor` for the ratio to the SQL floor),
 //! `latency`, `floor`, `scale`, `all` (those five), and two that show where the time goes:
 //! `explain` (plans of the claim and the completion) and `statements` (`pg_stat_statements`
 //! per task, on a private cluster), and `limits` (the drain with cluster-wide limits set but
-//! not binding, beside one without). `dashboard` times the web dashboard's pages
+//! not binding, beside one without). `headline` runs the three workloads of the durable-server
+//! targets (issue 17: bulk submit in calls of 1,000, drain, pickup from before `submit`);
+//! run it against a durable server through `DATABASE_URL`. `dashboard` times the web dashboard's pages
 //! (`tasklib-web`) on a table of `--rows` tasks (a million by default) and explains their
 //! queries (issue 16). The database is a fresh one per measurement, on
 //! `DATABASE_URL`'s server when set, else on a throwaway cluster from `tasklib-test-utils`.
@@ -58,6 +61,11 @@ struct Args {
     /// (enqueue).
     #[arg(long, default_value_t = 20_000)]
     tasks: usize,
+    /// Tasks per `submit_many` call of the bulk submit, each call its own transaction, one
+    /// after the other (`enqueue`; `headline` defaults to 1,000). Without it, `enqueue` sends
+    /// all `--tasks` in one call.
+    #[arg(long)]
+    chunk: Option<usize>,
     /// Tasks of each single-submit run of `enqueue` (split between the submitters).
     #[arg(long, default_value_t = 2_000)]
     single_tasks: usize,
@@ -118,12 +126,18 @@ enum Scenario {
     /// The web dashboard's pages on a table of `--rows` tasks: each page's time, and the plans
     /// of its queries (not part of `all`).
     Dashboard,
+    /// The three workloads of the durable-server targets (issue 17), each on a fresh
+    /// database: a bulk submit of `--tasks` in calls of `--chunk` (1,000 by default), the
+    /// drain, and pickup latency measured from just before each `submit`.
+    Headline,
 }
 
 /// The sizes of one invocation.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) tasks: usize,
+    /// Tasks per bulk-submit call; `None`: all in one.
+    pub(crate) chunk: Option<usize>,
     pub(crate) single_tasks: usize,
     pub(crate) concurrency: usize,
     pub(crate) pools: usize,
@@ -139,6 +153,7 @@ impl Settings {
         if args.tiny {
             return Settings {
                 tasks: 200,
+                chunk: args.chunk.map(|c| c.min(50)),
                 single_tasks: 100,
                 concurrency: args.concurrency,
                 pools: args.pools,
@@ -151,6 +166,7 @@ impl Settings {
         }
         Settings {
             tasks: args.tasks,
+            chunk: args.chunk,
             single_tasks: args.single_tasks,
             concurrency: args.concurrency,
             pools: args.pools,
@@ -243,7 +259,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     };
     let checked = targets::check(&last);
     if !checked.is_empty() {
-        out.heading("targets (issues 5 and 12)");
+        out.heading("targets (issues 5, 12 and 17)");
         for row in &checked {
             out.row(row, &Value::Null);
         }
@@ -263,6 +279,7 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Limits => drain::limits(s).await?,
         Scenario::Celery => celery_drains(s).await?,
         Scenario::Dashboard => dashboard::dashboard(s).await?,
+        Scenario::Headline => headline(s).await?,
         Scenario::All => {
             let mut rows = drain_and_floor(s, true).await?;
             rows.extend(rest_of_all(s, rows.first().cloned()).await?);
@@ -303,6 +320,19 @@ async fn rest_of_all(s: &Settings, drain: Option<Row>) -> BenchResult<Vec<Row>> 
     let mut rows = vec![latency];
     rows.extend(enqueue::enqueue(s).await?);
     rows.extend(scale::scale(s, baseline).await?);
+    Ok(rows)
+}
+
+/// The workloads of issue 17's targets: bulk submit in calls of 1,000 (unless `--chunk`
+/// says otherwise), the drain, and pickup latency from before `submit`.
+async fn headline(s: &Settings) -> BenchResult<Vec<Row>> {
+    let chunked = Settings {
+        chunk: Some(s.chunk.unwrap_or(1_000)),
+        ..s.clone()
+    };
+    let mut rows = vec![enqueue::bulk(&chunked).await?];
+    rows.push(drain::drain(s).await?);
+    rows.push(latency::latency(s).await?);
     Ok(rows)
 }
 

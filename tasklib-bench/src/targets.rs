@@ -1,5 +1,6 @@
-//! The targets of issue 5 (and issue 12's: the Rust worker drains Celery's queue faster than
-//! a Python Celery worker), checked against the figures of a run (or their medians).
+//! The targets of issue 5, issue 12 (the Rust worker drains Celery's queue faster than a
+//! Python Celery worker) and issue 17 (the same workloads on a durable server, higher bars),
+//! checked against the figures of a run (or their medians).
 
 use serde_json::Value;
 
@@ -74,6 +75,31 @@ const TARGETS: &[Target] = &[
         field: "process_peak_rss_mb",
         at_least: false,
         bound: 50.0,
+    },
+    // Issue 17, on a durable server: `headline` measures these three.
+    Target {
+        scenario: "enqueue_bulk_chunked",
+        field: "tasks_per_sec",
+        at_least: true,
+        bound: 80_000.0,
+    },
+    Target {
+        scenario: "drain",
+        field: "tasks_per_sec",
+        at_least: true,
+        bound: 12_000.0,
+    },
+    Target {
+        scenario: "latency",
+        field: "pickup_p50_ms",
+        at_least: false,
+        bound: 1.5,
+    },
+    Target {
+        scenario: "latency",
+        field: "pickup_p99_ms",
+        at_least: false,
+        bound: 3.0,
     },
     Target {
         scenario: "celery_rust_vs_python",
