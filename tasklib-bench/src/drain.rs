@@ -87,7 +87,12 @@ pub(crate) async fn drain_on(
     let started = Instant::now();
     let pools = libs
         .iter()
-        .map(|tasks| TaskWorker::new(tasks).concurrency(s.concurrency).spawn())
+        .map(|tasks| {
+            TaskWorker::new(tasks)
+                .concurrency(s.concurrency)
+                .claim_ahead(s.claim_ahead)
+                .spawn()
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let claimed = |pools: &[tasklib::WorkerPool]| -> (usize, u64) {
         pools.iter().fold((0, 0), |(tasks, claims), p| {

@@ -77,6 +77,10 @@ struct Args {
     /// diagnostic: the figure is one pool).
     #[arg(long, default_value_t = 1)]
     pools: usize,
+    /// How far the pools of `drain` and `statements` claim ahead of their free slots:
+    /// `measured` (the default setting), `off`, or a number (a diagnostic).
+    #[arg(long, default_value = "measured", value_parser = parse_claim_ahead)]
+    claim_ahead: tasklib::ClaimAhead,
     /// Tasks submitted one at a time in `latency`.
     #[arg(long, default_value_t = 500)]
     latency_tasks: usize,
@@ -141,6 +145,7 @@ pub(crate) struct Settings {
     pub(crate) single_tasks: usize,
     pub(crate) concurrency: usize,
     pub(crate) pools: usize,
+    pub(crate) claim_ahead: tasklib::ClaimAhead,
     pub(crate) latency_tasks: usize,
     pub(crate) latency_gap: Duration,
     pub(crate) latency_warmup: usize,
@@ -157,6 +162,7 @@ impl Settings {
                 single_tasks: 100,
                 concurrency: args.concurrency,
                 pools: args.pools,
+                claim_ahead: args.claim_ahead,
                 latency_tasks: 20,
                 latency_gap: Duration::from_millis(5),
                 latency_warmup: 3,
@@ -170,12 +176,24 @@ impl Settings {
             single_tasks: args.single_tasks,
             concurrency: args.concurrency,
             pools: args.pools,
+            claim_ahead: args.claim_ahead,
             latency_tasks: args.latency_tasks,
             latency_gap: Duration::from_millis(args.latency_gap_ms),
             latency_warmup: args.latency_warmup,
             scale_rows: args.scale_rows,
             rows: args.rows,
         }
+    }
+}
+
+fn parse_claim_ahead(value: &str) -> Result<tasklib::ClaimAhead, String> {
+    match value {
+        "measured" => Ok(tasklib::ClaimAhead::Measured),
+        "off" => Ok(tasklib::ClaimAhead::Off),
+        n => n
+            .parse()
+            .map(tasklib::ClaimAhead::Fixed)
+            .map_err(|_| format!("`{n}`: expected measured, off or a number")),
     }
 }
 

@@ -37,7 +37,10 @@ pub(crate) async fn statements(s: &Settings) -> BenchResult<Vec<Row>> {
     // The pool drains both: the single submits and the bulk.
     let queued = s.single_tasks + s.tasks;
     reset(&client).await?;
-    let pool = TaskWorker::new(&tasks).concurrency(s.concurrency).spawn()?;
+    let pool = TaskWorker::new(&tasks)
+        .concurrency(s.concurrency)
+        .claim_ahead(s.claim_ahead)
+        .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while (pool.stats().tasks_claimed as usize) < queued && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;

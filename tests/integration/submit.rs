@@ -187,6 +187,40 @@ async fn bulk_submit_with_one_bad_item_writes_nothing() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_bulk_submit_the_database_refuses_writes_nothing() -> TestResult {
+    // A rule of the application's that one row breaks: the server refuses the whole batch,
+    // whether it travels as one insert (10 rows) or as one `COPY` (100 rows).
+    let env = setup().await?;
+    raw(&env.db)
+        .await?
+        .batch_execute(
+            "ALTER TABLE tasks ADD CONSTRAINT no_user_7 CHECK (args->>'to' <> 'user7@example.com')",
+        )
+        .await?;
+    for size in [10, 100] {
+        let err = env
+            .tasks
+            .submit_many((0..size).map(email), SubmitOptions::new())
+            .await
+            .err()
+            .ok_or("should fail")?;
+        assert!(matches!(err, Error::Database(_)), "{size} rows: {err:?}");
+        assert!(
+            format!("{err:?}").contains("no_user_7"),
+            "{size} rows: {err:?}"
+        );
+        assert_eq!(count_rows(&env.db).await?, 0, "{size} rows");
+    }
+    let ids = env
+        .tasks
+        .submit_many((8..108).map(email), SubmitOptions::new())
+        .await?;
+    assert_eq!(ids.len(), 100);
+    assert_eq!(count_rows(&env.db).await?, 100);
+    Ok(())
+}
+
+#[tokio::test]
 async fn nul_characters_and_oversized_arguments_get_clear_errors() -> TestResult {
     let env = crate::common::setup_with(|b| b.max_args_bytes(1024)).await?;
     let err = env
@@ -333,10 +367,16 @@ async fn bulk_and_single_submits_store_the_same_options() -> TestResult {
     ];
     for options in cases {
         let single = env.tasks.submit_with(email(1), options.clone()).await?;
-        let bulk = env
+        let mut bulk = env
             .tasks
             .submit_many([email(2), email(3)], options.clone())
             .await?;
+        // A batch this large goes through `COPY` when its rows are due now.
+        bulk.extend(
+            env.tasks
+                .submit_many((10..110).map(email), options.clone())
+                .await?,
+        );
         let single = env.tasks.get_task(single).await?.ok_or("single missing")?;
         for id in bulk {
             let row = env.tasks.get_task(id).await?.ok_or("bulk row missing")?;

@@ -78,7 +78,8 @@ impl Db {
         &self.mode
     }
 
-    fn pool(&self) -> &PgPool {
+    /// The sqlx pool under SeaORM's, for what SeaORM does not offer (`COPY`).
+    pub(crate) fn pool(&self) -> &PgPool {
         self.conn.get_postgres_connection_pool()
     }
 
