@@ -52,8 +52,6 @@ async fn drain(
 
 #[tokio::test]
 async fn bulk_insert_notifies_once_per_queue() -> TestResult {
-    // 200 rows go to the server as one `COPY`, 50 as one insert: each statement notifies
-    // once per queue.
     let env = setup().await?;
     let (client, mut rx) = listen(env.db.url()).await?;
     env.tasks

@@ -189,7 +189,7 @@ async fn bulk_submit_with_one_bad_item_writes_nothing() -> TestResult {
 #[tokio::test]
 async fn a_bulk_submit_the_database_refuses_writes_nothing() -> TestResult {
     // A rule of the application's that one row breaks: the server refuses the whole batch,
-    // whether it travels as one insert (10 rows) or as one `COPY` (100 rows).
+    // small or large, and the next batch is written whole.
     let env = setup().await?;
     raw(&env.db)
         .await?
@@ -371,7 +371,7 @@ async fn bulk_and_single_submits_store_the_same_options() -> TestResult {
             .tasks
             .submit_many([email(2), email(3)], options.clone())
             .await?;
-        // A batch this large goes through `COPY` when its rows are due now.
+        // And a batch the size of an application's bulk import.
         bulk.extend(
             env.tasks
                 .submit_many((10..110).map(email), options.clone())

@@ -78,8 +78,7 @@ impl Db {
         &self.mode
     }
 
-    /// The sqlx pool under SeaORM's, for what SeaORM does not offer (`COPY`).
-    pub(crate) fn pool(&self) -> &PgPool {
+    fn pool(&self) -> &PgPool {
         self.conn.get_postgres_connection_pool()
     }
 

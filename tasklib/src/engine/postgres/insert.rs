@@ -107,7 +107,6 @@ pub(crate) struct Inserts {
     unique: String,
     find_unique: String,
     tick: String,
-    copy: String,
 }
 
 impl Inserts {
@@ -133,13 +132,7 @@ impl Inserts {
             find_unique: FIND_UNIQUE
                 .replace("JOIN tasks AS t", &format!("JOIN \"{schema}\".tasks AS t")),
             tick: qualify(CLAIM_TICK),
-            copy: super::copy::statement(schema),
         }
-    }
-
-    /// The `COPY` statement of a large bulk submit ([`super::copy`]).
-    pub(crate) fn copy(&self) -> &str {
-        &self.copy
     }
 }
 

@@ -1,12 +1,11 @@
 //! The PostgreSQL engine: tasklib's own queue. Every SQL statement tasklib runs is in this
-//! module tree: writing tasks ([`insert`], and [`copy`] for large batches), reading them ([`read`]), changing them from
+//! module tree: writing tasks ([`insert`]), reading them ([`read`]), changing them from
 //! outside a worker ([`admin`]), waiting for results ([`wait`]), the migrations
 //! ([`migrate`]), the schedules' table ([`schedules`]) and the worker pool ([`worker`]).
 
 pub(crate) mod admin;
 pub(crate) mod channels;
 mod connect;
-pub(crate) mod copy;
 pub(crate) mod db;
 pub(crate) mod insert;
 pub(crate) mod migrate;
@@ -80,12 +79,7 @@ impl Engine for PgEngine {
     }
 
     fn submit(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<Submitted>>> {
-        Box::pin(async move {
-            if *self.db.mode() == db::Mode::Direct && copy::suits(&tasks) {
-                return copy::copy_in(self.db.pool(), self.inserts.copy(), tasks).await;
-            }
-            insert::insert(&self.db, &self.inserts, tasks).await
-        })
+        Box::pin(insert::insert(&self.db, &self.inserts, tasks))
     }
 
     fn submit_chain(&self, chain: NewChain) -> BoxFuture<'_, Result<ChainIds>> {
