@@ -229,7 +229,7 @@ impl CeleryWorker {
             })?;
         watchdog::after_exit(
             "test celery worker",
-            &format!("kill -9 -- -{} 2>/dev/null", child.id()),
+            &format!("kill -9 -{} 2>/dev/null", child.id()),
             &[],
         );
         let log = Arc::new(Mutex::new(Vec::new()));

@@ -219,7 +219,7 @@ fn start_once(cli: &Path) -> Result<TestTemporal, TestTemporalError> {
     watchdog::after_exit(
         "test temporal server",
         &format!(
-            "kill -9 -- -{} 2>/dev/null; rm -rf '{}'",
+            "kill -9 -{} 2>/dev/null; rm -rf '{}'",
             child.id(),
             dir.display()
         ),

@@ -16,6 +16,9 @@ const POLL: &str = "0.5";
 /// Starts a detached `sh` that runs `cleanup` (shell code) once this process has exited, with
 /// `envs` added to its environment (credentials go there, never into a command line that `ps`
 /// would show). Failing to start it is logged, not returned: the tests can still run.
+///
+/// `cleanup` runs under `/bin/sh`, which is `dash` on Debian: its `kill` takes no `--`
+/// (`kill -9 -- -<pgid>` fails and kills nothing), so a process group is `kill -9 -<pgid>`.
 pub(crate) fn after_exit(what: &str, cleanup: &str, envs: &[(String, String)]) {
     let script = format!(
         "trap '' INT HUP; while kill -0 {pid} 2>/dev/null; do sleep {POLL}; done; {cleanup}",
