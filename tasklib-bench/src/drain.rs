@@ -90,7 +90,7 @@ pub(crate) async fn drain_on(
         .map(|tasks| {
             TaskWorker::new(tasks)
                 .concurrency(s.concurrency)
-                .claim_ahead(s.claim_ahead)
+                .claim_ahead(s.claim_ahead.unwrap_or_default())
                 .spawn()
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -78,9 +78,9 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     pools: usize,
     /// How far the pools of `drain` and `statements` claim ahead of their free slots:
-    /// `measured` (the default setting), `off`, or a number (a diagnostic).
-    #[arg(long, default_value = "measured", value_parser = parse_claim_ahead)]
-    claim_ahead: tasklib::ClaimAhead,
+    /// `measured`, `off` or a number (a diagnostic); without it, the library's default.
+    #[arg(long, value_parser = parse_claim_ahead)]
+    claim_ahead: Option<tasklib::ClaimAhead>,
     /// Tasks submitted one at a time in `latency`.
     #[arg(long, default_value_t = 500)]
     latency_tasks: usize,
@@ -145,7 +145,7 @@ pub(crate) struct Settings {
     pub(crate) single_tasks: usize,
     pub(crate) concurrency: usize,
     pub(crate) pools: usize,
-    pub(crate) claim_ahead: tasklib::ClaimAhead,
+    pub(crate) claim_ahead: Option<tasklib::ClaimAhead>,
     pub(crate) latency_tasks: usize,
     pub(crate) latency_gap: Duration,
     pub(crate) latency_warmup: usize,

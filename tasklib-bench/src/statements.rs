@@ -39,7 +39,7 @@ pub(crate) async fn statements(s: &Settings) -> BenchResult<Vec<Row>> {
     reset(&client).await?;
     let pool = TaskWorker::new(&tasks)
         .concurrency(s.concurrency)
-        .claim_ahead(s.claim_ahead)
+        .claim_ahead(s.claim_ahead.unwrap_or_default())
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while (pool.stats().tasks_claimed as usize) < queued && Instant::now() < deadline {

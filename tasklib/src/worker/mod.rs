@@ -64,11 +64,14 @@ pub struct TaskWorker {
 pub enum ClaimAhead {
     /// As many as the pool's slots finish during two claim round trips, measured as it runs,
     /// at most twice the slots: a dozen for no-op tasks, none for tasks that take
-    /// tens of milliseconds or more. The default.
-    #[default]
+    /// tens of milliseconds or more. Each task claimed ahead is marked started by one more
+    /// (batched) statement just before it runs, so this costs the database more per task than
+    /// it saves in round trips (measured: `docs/performance.md`).
     Measured,
-    /// Never: claim only for free slots, so an idle worker elsewhere can take every task
-    /// this one cannot start now.
+    /// Never: claim only for free slots (up to two claims per queue in flight), so an idle
+    /// worker elsewhere can take every task this one cannot start now. The default: the
+    /// fastest drain on a durable server, and a claimed task is started by its claim.
+    #[default]
     Off,
     /// Always this many (at most [`MAX_SLOTS`]), whatever the tasks' duration.
     Fixed(usize),
@@ -161,7 +164,7 @@ impl TaskWorker {
     }
 
     /// How many tasks to claim beyond the free slots (see [`ClaimAhead`]). Defaults to
-    /// [`ClaimAhead::Measured`].
+    /// [`ClaimAhead::Off`].
     pub fn claim_ahead(mut self, claim_ahead: ClaimAhead) -> Self {
         self.claim_ahead = claim_ahead;
         self
