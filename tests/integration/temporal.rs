@@ -167,7 +167,8 @@ async fn cancelling_a_running_task_reaches_its_handler() -> TestResult {
 /// argument; the Rust worker runs it and the workflow gets the value. (Unsandboxed: the
 /// sandbox re-imports the defining module, which a `python -c` script has no file for.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "failed once in 5 runs, cause not found yet: run with --ignored"]
+#[ignore = "failed once in 5 runs (its output was not kept) and has not failed since: 10 of 10 \
+            alone and 3 of 3 beside the other Temporal tests; cause unknown; run with --ignored"]
 async fn a_python_workflow_runs_a_task_on_the_rust_worker() -> TestResult {
     let (tasks, server, namespace) = connect(Duration::from_secs(5)).await?;
     register_common(&tasks)?;
