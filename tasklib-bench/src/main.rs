@@ -144,6 +144,8 @@ pub(crate) struct Settings {
     pub(crate) latency_warmup: usize,
     pub(crate) scale_rows: usize,
     pub(crate) rows: usize,
+    /// Read by the `temporal` scenario only, which exists with the feature `temporal`.
+    #[cfg_attr(not(feature = "temporal"), allow(dead_code))]
     pub(crate) temporal_flags: Vec<String>,
 }
 
