@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p tasklib-bench -- <scenario> [--json] [--runs 3] [--tasks N] [--tiny]
 //! cargo run --release -p tasklib-bench --features celery -- celery [--runs 3] [--tasks N]
+//! cargo run --release -p tasklib-bench --features temporal -- temporal [--runs 3] [--tasks N]
 //! ```
 //!
 //! Scenarios: `enqueue` (`--chunk 1000` sends the bulk submit in calls of 1,000), `drain`
@@ -19,6 +20,8 @@
 //!
 //! With `--features celery`, `celery` drains through the Celery engine instead: tasklib's
 //! Rust worker, then a real Python Celery worker, from one fresh `redis-server` (issue 12).
+//! With `--features temporal`, `temporal` drains through the Temporal engine on a fresh
+//! `temporal server start-dev`, then the same drain on PostgreSQL for the ratio (issue 13).
 //! See `docs/performance.md` for the method and the figures.
 
 #[cfg(feature = "celery")]
@@ -35,6 +38,8 @@ mod scale;
 mod sql;
 mod statements;
 mod targets;
+#[cfg(feature = "temporal")]
+mod temporal;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,8 +62,8 @@ struct Args {
     /// Runs of the scenario; with more than one, the median of each figure is printed last.
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Tasks drained (drain, floor, scale, and by each worker in celery) and bulk-submitted
-    /// (enqueue).
+    /// Tasks drained (drain, floor, scale, temporal, and by each worker in celery) and
+    /// bulk-submitted (enqueue).
     #[arg(long, default_value_t = 20_000)]
     tasks: usize,
     /// Tasks per `submit_many` call of the bulk submit, each call its own transaction, one
@@ -105,6 +110,10 @@ struct Args {
     /// current_database()); END $$`.
     #[arg(long)]
     setup_sql: Option<String>,
+    /// With `temporal`: a flag of `temporal server start-dev` (repeat for more), e.g.
+    /// `--temporal-flag=--sqlite-pragma --temporal-flag=synchronous=off`.
+    #[arg(long, allow_hyphen_values = true)]
+    temporal_flag: Vec<String>,
     /// A run of seconds, to prove the program works (CI): 200 tasks, 100 single submits, 20
     /// latency tasks 5 ms apart, 5,000 preloaded rows, 2,000 rows for `dashboard`. Overrides the sizes above.
     #[arg(long)]
@@ -134,6 +143,9 @@ enum Scenario {
     /// database: a bulk submit of `--tasks` in calls of `--chunk` (1,000 by default), the
     /// drain, and pickup latency measured from just before each `submit`.
     Headline,
+    /// The drain through the Temporal engine on a fresh dev server (its submit phase timed
+    /// apart), then the same drain on PostgreSQL (needs `--features temporal`).
+    Temporal,
 }
 
 /// The sizes of one invocation.
@@ -151,6 +163,9 @@ pub(crate) struct Settings {
     pub(crate) latency_warmup: usize,
     pub(crate) scale_rows: usize,
     pub(crate) rows: usize,
+    /// Read by the `temporal` scenario only, which exists with the feature `temporal`.
+    #[cfg_attr(not(feature = "temporal"), allow(dead_code))]
+    pub(crate) temporal_flags: Vec<String>,
 }
 
 impl Settings {
@@ -168,6 +183,7 @@ impl Settings {
                 latency_warmup: 3,
                 scale_rows: 5_000,
                 rows: 2_000,
+                temporal_flags: args.temporal_flag.clone(),
             };
         }
         Settings {
@@ -182,6 +198,7 @@ impl Settings {
             latency_warmup: args.latency_warmup,
             scale_rows: args.scale_rows,
             rows: args.rows,
+            temporal_flags: args.temporal_flag.clone(),
         }
     }
 }
@@ -228,6 +245,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     let out = Printer::new(args.json);
     let setup = match args.scenario {
         Scenario::Celery => celery_setup().await?,
+        Scenario::Temporal => temporal_setup().await?,
         _ => setup().await?,
     };
     out.heading("setup");
@@ -298,6 +316,7 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Celery => celery_drains(s).await?,
         Scenario::Dashboard => dashboard::dashboard(s).await?,
         Scenario::Headline => headline(s).await?,
+        Scenario::Temporal => temporal_drains(s).await?,
         Scenario::All => {
             let mut rows = drain_and_floor(s, true).await?;
             rows.extend(rest_of_all(s, rows.first().cloned()).await?);
@@ -328,6 +347,30 @@ async fn celery_setup() -> BenchResult<Row> {
 #[cfg(not(feature = "celery"))]
 async fn celery_drains(_: &Settings) -> BenchResult<Vec<Row>> {
     celery_setup().await.map(|_| Vec::new())
+}
+
+#[cfg(feature = "temporal")]
+async fn temporal_setup() -> BenchResult<Row> {
+    temporal::setup().await
+}
+
+#[cfg(feature = "temporal")]
+async fn temporal_drains(s: &Settings) -> BenchResult<Vec<Row>> {
+    temporal::temporal(s).await
+}
+
+#[cfg(not(feature = "temporal"))]
+async fn temporal_setup() -> BenchResult<Row> {
+    Err(
+        "the `temporal` scenario needs the Temporal engine: build with `--features temporal` \
+         (cargo run --release -p tasklib-bench --features temporal -- temporal)"
+            .into(),
+    )
+}
+
+#[cfg(not(feature = "temporal"))]
+async fn temporal_drains(_: &Settings) -> BenchResult<Vec<Row>> {
+    temporal_setup().await.map(|_| Vec::new())
 }
 
 /// The scenarios of `all` after the drain and floor; `drain` is this run's drain, the

@@ -48,6 +48,8 @@ fn stat_fields(pid: &str) -> Option<Vec<u64>> {
 }
 
 const PPID: usize = 1; // field 4
+#[cfg(feature = "temporal")]
+const PGRP: usize = 2; // field 5
 const UTIME: usize = 11; // field 14
 const STIME: usize = 12; // field 15
 const CUTIME: usize = 13; // field 16
@@ -76,6 +78,27 @@ pub(crate) fn processes_cpu_secs(select: impl Fn(&std::path::Path) -> bool) -> f
         })
         .filter(|e| select(&e.path()))
         .filter_map(|e| stat_fields(e.file_name().to_str()?))
+        .map(|f| {
+            [UTIME, STIME, CUTIME, CSTIME]
+                .iter()
+                .filter_map(|i| f.get(*i))
+                .sum::<u64>()
+        })
+        .sum();
+    ticks as f64 / TICKS_PER_SEC
+}
+
+/// CPU seconds so far of every process in process group `group` (with the children each
+/// has reaped): a server started as the leader of a group of its own.
+#[cfg(feature = "temporal")]
+pub(crate) fn group_cpu_secs(group: u64) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = entries
+        .flatten()
+        .filter_map(|e| stat_fields(e.file_name().to_str()?))
+        .filter(|f| f.get(PGRP) == Some(&group))
         .map(|f| {
             [UTIME, STIME, CUTIME, CSTIME]
                 .iter()

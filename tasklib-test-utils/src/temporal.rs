@@ -104,10 +104,20 @@ impl TestTemporal {
     /// [`TestTemporalError::Venv`] when the CLI cannot be installed;
     /// [`TestTemporalError::Start`] when the server does not come up.
     pub fn start() -> Result<TestTemporal, TestTemporalError> {
+        TestTemporal::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with more flags of `temporal server start-dev`: e.g.
+    /// `--metrics-port <port>` (its Prometheus endpoint at a known port) or
+    /// `--dynamic-config-value KEY=VALUE`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(flags: &[String]) -> Result<TestTemporal, TestTemporalError> {
         let cli = cli()?;
         let mut last = String::new();
         for _ in 0..3 {
-            match start_once(&cli) {
+            match start_once(&cli, flags) {
                 Ok(server) => return Ok(server),
                 Err(TestTemporalError::Start(why)) => last = why,
                 Err(other) => return Err(other),
@@ -124,6 +134,15 @@ impl TestTemporal {
     /// The port the frontend listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id: it leads a process group of its own (its id), so the CPU of
+    /// everything it runs can be read from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .id()
     }
 
     /// A namespace of this server that no other caller got.
@@ -185,7 +204,7 @@ fn namespace_name(n: usize) -> String {
     format!("test-{n}")
 }
 
-fn start_once(cli: &Path) -> Result<TestTemporal, TestTemporalError> {
+fn start_once(cli: &Path, flags: &[String]) -> Result<TestTemporal, TestTemporalError> {
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!(
         "tasklib-temporal-{}-{}",
@@ -205,7 +224,8 @@ fn start_once(cli: &Path) -> Result<TestTemporal, TestTemporalError> {
         .arg(port.to_string())
         .arg("--db-filename")
         .arg(dir.join("dev.db"))
-        .args(["--log-level", "warn"]);
+        .args(["--log-level", "warn"])
+        .args(flags);
     for n in 0..NAMESPACES {
         command.arg("--namespace").arg(namespace_name(n));
     }

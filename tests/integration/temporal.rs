@@ -1,7 +1,8 @@
 //! The Temporal engine beyond the conformance suite, against a real dev server: a worker
 //! process killed in the middle of its activities loses nothing (Temporal runs them again
-//! elsewhere once their heartbeats stop), and a workflow started from Python's `temporalio`
-//! runs a tasklib task on the Rust worker as an ordinary activity.
+//! elsewhere once their heartbeats stop), a running task asked to cancel hears it in its
+//! handler (through its activity's heartbeats) and ends cancelled, and a workflow started
+//! from Python's `temporalio` runs a tasklib task on the Rust worker as an ordinary activity.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -98,12 +99,76 @@ async fn a_killed_workers_activities_run_again_elsewhere() -> TestResult {
     Ok(())
 }
 
+/// A task whose handler runs (it says so, then waits on its cancellation or a minute):
+/// `cancel` finds its activity running and asks the workflow to cancel, the activity hears
+/// it at its next heartbeat (a third of the lock timeout, 1 s here), the handler sees
+/// `cancelled()` resolve and returns a cancel, and the task reads `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_reaches_its_handler() -> TestResult {
+    let (tasks, _server, _namespace) = connect(Duration::from_secs(1)).await?;
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let observed = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&observed);
+    tasks.register(move |nap: Nap, ctx: TaskContext| {
+        let started = started_tx.clone();
+        let seen = Arc::clone(&seen);
+        async move {
+            let _ = started.send(ctx.id());
+            tokio::select! {
+                () = ctx.cancelled() => {
+                    seen.lock().unwrap_or_else(PoisonError::into_inner).push(ctx.id());
+                    Err(TaskError::cancel("the handler saw the cancel"))
+                }
+                () = tokio::time::sleep(Duration::from_millis(nap.ms)) => Ok(nap.n),
+            }
+        }
+    })?;
+    let id = tasks.submit(Nap { n: 7, ms: 60_000 }).await?;
+    let pool = tasks.spawn_workers(1)?;
+    let running = tokio::time::timeout(PATIENCE, started_rx.recv())
+        .await?
+        .ok_or("the handler never started")?;
+    assert_eq!(running, id);
+    // The workflow's description says the activity runs once the server has recorded its
+    // start, which a worker reports before it calls the handler; read it to be sure.
+    let before = tasks.get_result(id).await?;
+    assert_eq!(before.status, tasklib::TaskStatus::Running, "{before:?}");
+
+    let outcome = tasks.cancel(id).await?;
+    assert_eq!(outcome, tasklib::CancelOutcome::Requested);
+    let after = tasks.wait_result(id, PATIENCE).await?;
+    pool.shutdown().await?;
+    assert_eq!(after.status, tasklib::TaskStatus::Cancelled, "{after:?}");
+    assert!(
+        after
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("the handler saw the cancel")),
+        "{after:?}"
+    );
+    assert_eq!(
+        tasks.get_result(id).await?.status,
+        tasklib::TaskStatus::Cancelled
+    );
+    assert_eq!(
+        *observed.lock().unwrap_or_else(PoisonError::into_inner),
+        [id],
+        "the handler observed the cancel, once"
+    );
+    assert!(
+        tasks.cancel(id).await.is_err(),
+        "a cancelled task cannot be cancelled again"
+    );
+    Ok(())
+}
+
 /// Python's `temporalio`: a workflow of its own, run by a Python worker, calls activity
 /// `add_numbers` by name on tasklib's task queue, with the task's arguments as its one
 /// argument; the Rust worker runs it and the workflow gets the value. (Unsandboxed: the
 /// sandbox re-imports the defining module, which a `python -c` script has no file for.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "failed once in 5 runs, cause not found yet: run with --ignored"]
+#[ignore = "failed once in 5 runs (its output was not kept) and has not failed since: 10 of 10 \
+            alone and 3 of 3 beside the other Temporal tests; cause unknown; run with --ignored"]
 async fn a_python_workflow_runs_a_task_on_the_rust_worker() -> TestResult {
     let (tasks, server, namespace) = connect(Duration::from_secs(5)).await?;
     register_common(&tasks)?;
