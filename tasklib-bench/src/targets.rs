@@ -143,10 +143,17 @@ mod tests {
 
     #[test]
     fn checks_only_what_was_measured() {
+        // 10,000 tasks/s: above issue 5's 8,000, below issue 17's 12,000.
         let rows = [Row::throughput("drain", 100, 10, 0.01).with("floor_ratio", 0.5)];
         let checked = check(&rows);
-        assert_eq!(checked.len(), 2);
-        assert_eq!(checked[0].fields.get("met"), Some(&Value::Bool(true)));
-        assert_eq!(checked[1].fields.get("met"), Some(&Value::Bool(false)));
+        let met: Vec<_> = checked.iter().map(|r| r.fields.get("met")).collect();
+        assert_eq!(
+            met,
+            [
+                Some(&Value::Bool(true)),
+                Some(&Value::Bool(false)),
+                Some(&Value::Bool(false))
+            ]
+        );
     }
 }
