@@ -292,20 +292,7 @@ impl Bench {
 
     /// Workflows of the namespace matching a visibility query.
     fn count(&self, query: &str) -> BenchResult<u64> {
-        let output = self.server.cli(&[
-            "workflow",
-            "count",
-            "--namespace",
-            &self.namespace,
-            "--query",
-            query,
-        ])?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let count = text
-            .split_whitespace()
-            .last()
-            .ok_or_else(|| format!("`temporal workflow count` said nothing: {text}"))?;
-        Ok(count.parse()?)
+        Ok(self.server.workflow_count(&self.namespace, Some(query))?)
     }
 
     /// The latest close time of a completed workflow: visibility lists closed workflows

@@ -179,6 +179,30 @@ impl TestTemporal {
         Ok(output)
     }
 
+    /// How many workflows of `namespace` match the visibility `query` (all of them without
+    /// one), as `temporal workflow count` says.
+    ///
+    /// # Errors
+    /// As [`cli`](Self::cli), and [`TestTemporalError::Start`] when its answer holds no count.
+    pub fn workflow_count(
+        &self,
+        namespace: &str,
+        query: Option<&str>,
+    ) -> Result<u64, TestTemporalError> {
+        let mut args = vec!["workflow", "count", "--namespace", namespace];
+        if let Some(query) = query {
+            args.extend(["--query", query]);
+        }
+        let output = self.cli(&args)?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.split_whitespace()
+            .last()
+            .and_then(|count| count.parse().ok())
+            .ok_or_else(|| {
+                TestTemporalError::Start(format!("`temporal workflow count` said no count: {text}"))
+            })
+    }
+
     /// The virtual environment's `python`, which can `import temporalio`.
     ///
     /// # Errors

@@ -102,13 +102,7 @@ impl Harness {
             Store::Celery(redis) => Ok(i64::try_from(redis.dbsize(0)? + redis.dbsize(1)?)?),
             #[cfg(feature = "temporal")]
             Store::Temporal(server, namespace) => {
-                let output = server.cli(&["workflow", "count", "--namespace", namespace])?;
-                let text = String::from_utf8_lossy(&output.stdout);
-                let count = text
-                    .split_whitespace()
-                    .last()
-                    .ok_or_else(|| format!("`temporal workflow count` said nothing: {text}"))?;
-                Ok(count.parse()?)
+                Ok(i64::try_from(server.workflow_count(namespace, None)?)?)
             }
         }
     }
