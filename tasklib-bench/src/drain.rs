@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tasklib::{Task, TaskContext, TaskError, TaskWorker};
+use tasklib::{Task, TaskContext, TaskError};
 use uuid::Uuid;
 
 use crate::Settings;
@@ -87,12 +87,7 @@ pub(crate) async fn drain_on(
     let started = Instant::now();
     let pools = libs
         .iter()
-        .map(|tasks| {
-            TaskWorker::new(tasks)
-                .concurrency(s.concurrency)
-                .claim_ahead(s.claim_ahead.unwrap_or_default())
-                .spawn()
-        })
+        .map(|tasks| s.worker(tasks).spawn())
         .collect::<Result<Vec<_>, _>>()?;
     let claimed = |pools: &[tasklib::WorkerPool]| -> (usize, u64) {
         pools.iter().fold((0, 0), |(tasks, claims), p| {

@@ -203,6 +203,18 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// A pool builder with `concurrency` slots, claiming ahead as `--claim-ahead` says (the
+    /// library's default without it).
+    pub(crate) fn worker(&self, tasks: &tasklib::TaskLib) -> tasklib::TaskWorker {
+        let worker = tasklib::TaskWorker::new(tasks).concurrency(self.concurrency);
+        match self.claim_ahead {
+            Some(claim_ahead) => worker.claim_ahead(claim_ahead),
+            None => worker,
+        }
+    }
+}
+
 fn parse_claim_ahead(value: &str) -> Result<tasklib::ClaimAhead, String> {
     match value {
         "measured" => Ok(tasklib::ClaimAhead::Measured),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tasklib::{SubmitOptions, TaskContext, TaskError, TaskLib, TaskWorker, WorkerEvent};
+use tasklib::{SubmitOptions, TaskContext, TaskError, TaskLib, WorkerEvent};
 use tokio_postgres::Client;
 
 use crate::Settings;
@@ -37,10 +37,7 @@ pub(crate) async fn statements(s: &Settings) -> BenchResult<Vec<Row>> {
     // The pool drains both: the single submits and the bulk.
     let queued = s.single_tasks + s.tasks;
     reset(&client).await?;
-    let pool = TaskWorker::new(&tasks)
-        .concurrency(s.concurrency)
-        .claim_ahead(s.claim_ahead.unwrap_or_default())
-        .spawn()?;
+    let pool = s.worker(&tasks).spawn()?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while (pool.stats().tasks_claimed as usize) < queued && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
