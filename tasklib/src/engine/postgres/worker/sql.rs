@@ -24,7 +24,6 @@ picked AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
     SELECT id, due, row_number() OVER () AS n FROM picked
-    WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
 )"#
         )
     };
@@ -94,14 +93,10 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
 /// - The limit is written into the text (an integer, never user input), not bound: with a
 ///   bound `LIMIT $n`, the cached generic plan cannot know the limit is small and sorted
 ///   every runnable row on each claim (measured: 5× slower drains; `docs/performance.md`).
-/// - A claim that takes rows is committed asynchronously (`synchronous_commit` off for its
-///   own transaction, set in `numbered`), as [`MARK_STARTED`] is: it is a lease, not an
-///   outcome, and on a durable server waiting for its WAL flush put a disk flush between
-///   every task's submit and its start. Other workers see the claim at once (they skip the
-///   rows); only a crash of the server itself within a fraction of a second can lose it, and
-///   the rows are then as before the claim and run again, the lost attempt not counted.
-///   Outcomes are committed synchronously, and a flush writes all the WAL before it, so an
-///   outcome is never kept without its claim.
+/// - The claim is committed durably, like every default write: an asynchronous commit (tried
+///   for issue 17) would start tasks sooner on a durable server, but a server crash could then
+///   lose an acknowledged claim, and with it the count of an attempt that ran
+///   (`docs/performance.md`).
 pub(crate) const CLAIM: &str = concat!(
     "WITH",
     pick_runnable!(
@@ -456,3 +451,31 @@ UNION ALL
 SELECT id, name, queue, worker_id, true, true, queues
 FROM returned, notified
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: durability is not traded for speed by default. Only the mark of rows claimed
+    /// ahead (off by default) may commit asynchronously.
+    #[test]
+    fn default_writes_commit_durably() {
+        for (name, text) in [
+            ("CLAIM", CLAIM),
+            ("CLAIM_LIMITED", CLAIM_LIMITED),
+            ("COMPLETE_MANY", COMPLETE_MANY),
+            ("COMPLETE_MANY_CHAINED", COMPLETE_MANY_CHAINED),
+            ("FAIL", FAIL),
+            ("CANCELLED_BY_HANDLER", CANCELLED_BY_HANDLER),
+            ("SNOOZE", SNOOZE),
+            ("RELEASE", RELEASE),
+            ("RESCUE_EXPIRED", RESCUE_EXPIRED),
+        ] {
+            assert!(
+                !text.contains("synchronous_commit"),
+                "{name} commits asynchronously"
+            );
+        }
+        assert!(MARK_STARTED.contains("set_config('synchronous_commit', 'off', true)"));
+    }
+}
