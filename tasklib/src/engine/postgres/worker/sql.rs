@@ -64,6 +64,30 @@ RETURNING t.id, t.name, t.queue, t.args, t.attempt, t.retry_count, t.max_retries
     };
 }
 
+/// The `later` CTE of the statements that end a task without success: the pending later
+/// steps of the chain of each `ended` row become `cancelled`, with the reason, and those
+/// someone waits for notify `tasks_done`. `condition` is more of its `WHERE`, ending in `AND`.
+macro_rules! cancel_later_steps {
+    ($condition:literal) => {
+        concat!(
+            r#"
+), later AS (
+    UPDATE tasks AS t
+    SET state = 'cancelled', completed_at = now(),
+        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
+    FROM ended
+    WHERE "#,
+            $condition,
+            r#"ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
+      AND t.chain_step > ended.chain_step AND t.state = 'pending'
+    RETURNING t.id,
+              CASE WHEN t.notify_done
+                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
+)"#
+        )
+    };
+}
+
 /// Claims up to `{limit}` runnable tasks of queue `$1` whose names are in `$2`, for worker
 /// `$3`, locking them for `$4` seconds.
 ///
@@ -269,7 +293,8 @@ FROM done
 /// the task's id and its chain's; tasks nobody waits for notify nothing, since a `NOTIFY`
 /// serialises the commits that send one. Here only a failure for good (`$5` NULL) does either:
 /// a step that will be retried holds its chain where it is.
-pub(crate) const FAIL: &str = r#"
+pub(crate) const FAIL: &str = concat!(
+    r#"
 WITH ended AS (
     UPDATE tasks AS t
     SET state = 'failed', error = $4, locked_until = NULL,
@@ -285,24 +310,17 @@ WITH ended AS (
     RETURNING t.id, t.chain_id, t.chain_step, t.next_retry_at,
               CASE WHEN $5::float8 IS NULL AND t.notify_done
                    THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
-), later AS (
-    UPDATE tasks AS t
-    SET state = 'cancelled', completed_at = now(),
-        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
-    FROM ended
-    WHERE $5::float8 IS NULL
-      AND ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
-      AND t.chain_step > ended.chain_step AND t.state = 'pending'
-    RETURNING t.id,
-              CASE WHEN t.notify_done
-                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
-)
+"#,
+    cancel_later_steps!("$5::float8 IS NULL AND "),
+    r#"
 SELECT id FROM ended
-"#;
+"#
+);
 
 /// Records that the handler cancelled its task (fenced as [`COMPLETE_MANY`]); a chain's later
 /// steps are cancelled with it. Returns the id when written.
-pub(crate) const CANCELLED_BY_HANDLER: &str = r#"
+pub(crate) const CANCELLED_BY_HANDLER: &str = concat!(
+    r#"
 WITH ended AS (
     UPDATE tasks AS t
     SET state = 'cancelled', error = $4, locked_until = NULL,
@@ -311,19 +329,12 @@ WITH ended AS (
     RETURNING t.id, t.chain_id, t.chain_step,
               CASE WHEN t.notify_done
                    THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
-), later AS (
-    UPDATE tasks AS t
-    SET state = 'cancelled', completed_at = now(),
-        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
-    FROM ended
-    WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
-      AND t.chain_step > ended.chain_step AND t.state = 'pending'
-    RETURNING t.id,
-              CASE WHEN t.notify_done
-                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
-)
+"#,
+    cancel_later_steps!(""),
+    r#"
 SELECT id FROM ended
-"#;
+"#
+);
 
 /// Puts attempt `$3` of task `$1`, held by worker `$2`, back to wait `$4` seconds: the
 /// handler snoozed. The attempt stays recorded (`attempt` keeps its count) but uses no retry
@@ -387,7 +398,8 @@ FROM released
 /// count (`returned`). `SKIP LOCKED` lets several pools rescue concurrently. The queues of
 /// tasks to run again are notified once each, so idle workers take them at once rather than
 /// on their next poll tick.
-pub(crate) const RESCUE_EXPIRED: &str = r#"
+pub(crate) const RESCUE_EXPIRED: &str = concat!(
+    r#"
 WITH expired AS MATERIALIZED (
     SELECT id, worker_id
     FROM tasks
@@ -431,17 +443,9 @@ WITH expired AS MATERIALIZED (
     SELECT id, chain_id, chain_step,
            CASE WHEN notify_done THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', id, chain_id)) END
     FROM rescued WHERE NOT retrying
-), later AS (
-    UPDATE tasks AS t
-    SET state = 'cancelled', completed_at = now(),
-        error = format('cancelled: step %s of the chain did not succeed', ended.chain_step)
-    FROM ended
-    WHERE ended.chain_id IS NOT NULL AND t.chain_id = ended.chain_id
-      AND t.chain_step > ended.chain_step AND t.state = 'pending'
-    RETURNING t.id,
-              CASE WHEN t.notify_done
-                   THEN pg_notify(tasklib_channel('tasks_done'), concat_ws(' ', t.id, t.chain_id)) END
-), notified AS MATERIALIZED (
+"#,
+    cancel_later_steps!(""),
+    r#", notified AS MATERIALIZED (
     SELECT count(pg_notify(tasklib_channel('tasks_new'), q.queue)) AS queues
     FROM (SELECT queue FROM rescued WHERE retrying UNION SELECT queue FROM returned) AS q
 )
@@ -450,7 +454,8 @@ FROM rescued, notified
 UNION ALL
 SELECT id, name, queue, worker_id, true, true, queues
 FROM returned, notified
-"#;
+"#
+);
 
 #[cfg(test)]
 mod tests {
