@@ -186,3 +186,65 @@ pub(crate) fn job(label: &str) -> Job {
         label: label.to_owned(),
     }
 }
+
+/// Makes `subscriber` the default on this thread until the guard drops, for tests on a
+/// current-thread runtime (every task of the pool runs on the test's thread).
+///
+/// tracing caches, per call site, whether any subscriber wants its events. While a single
+/// dispatcher is registered it asks only the current thread's default, so a call site first
+/// reached on another test's thread (which has none) would be muted for every thread; a second
+/// dispatcher alive for the whole process makes it ask all of them. Call sites reached before
+/// this subscriber existed ask again ([`tracing::callsite::rebuild_interest_cache`]).
+pub(crate) fn scoped_subscriber(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> tracing::subscriber::DefaultGuard {
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    guard
+}
+
+/// Log lines captured by a [`scoped_subscriber`].
+#[derive(Clone, Default)]
+pub(crate) struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Captures events up to `level` on this thread until the guard is dropped.
+    pub(crate) fn install(
+        level: tracing::Level,
+    ) -> (LogCapture, tracing::subscriber::DefaultGuard) {
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        let guard = scoped_subscriber(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(level)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        (capture, guard)
+    }
+
+    /// What was logged so far (a writer that panicked mid-line leaves what it wrote).
+    pub(crate) fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -2,8 +2,6 @@
 //! what tasklib logs (every level, every target, through a listener reconnect and a failing
 //! task), not in the errors of a failed connection, not in stored task errors.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tasklib::{
@@ -11,35 +9,13 @@ use tasklib::{
 };
 use tasklib_test_utils::TestDatabase;
 
-use crate::common::{Job, TestResult, finished, job, listener_up, raw, wait_for};
+use crate::common::{Job, LogCapture, TestResult, finished, job, listener_up, raw, wait_for};
 
 /// What to search for: it appears in both the raw and the percent-encoded password.
 const NEEDLE: &str = "Sup3rS3cr3t";
 /// A password that needs percent-encoding in a URL (`/` and `@`).
 const PASSWORD: &str = "Sup3rS3cr3t/p@ss";
 const ENCODED: &str = "Sup3rS3cr3t%2Fp%40ss";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Every rendering of an error: `Display` and `Debug` of it and of each cause.
 fn renderings(error: &(dyn std::error::Error + 'static)) -> String {
@@ -73,22 +49,7 @@ fn with_credentials(url: &str, user: &str, password: &str) -> TestResult<String>
 // subscriber is the default.
 #[tokio::test(flavor = "current_thread")]
 async fn the_database_password_never_shows_in_debug_output_logs_or_errors() -> TestResult {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // tracing caches, per call site, whether any subscriber wants its events. While a single
-    // subscriber exists it asks only the current thread's, so a call site first reached on a
-    // test thread without one would be muted for good; with two alive it asks all of them.
-    let _second = tracing::Dispatch::new(
-        tracing_subscriber::fmt()
-            .with_writer(std::io::sink)
-            .finish(),
-    );
+    let (capture, _guard) = LogCapture::install(tracing::Level::TRACE);
 
     // 1. Connections that fail: a closed port, and a URL the driver cannot parse.
     for url in [

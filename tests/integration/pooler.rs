@@ -2,15 +2,13 @@
 //! `transaction_pooler` on, `LISTEN` goes to the `listen_url`, and without one workers and
 //! result waits poll, after one warning.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
 use tasklib::{Chain, Config, ConfigBuilder, SubmitOptions, TaskContext, TaskError, TaskLib};
 use tasklib_test_utils::{TestDatabase, TestPgBouncer};
 
-use crate::common::{Job, PATIENCE, TestResult, job, raw};
+use crate::common::{Job, LogCapture, PATIENCE, TestResult, job, raw};
 
 /// A `TaskLib` through `bouncer`, whose `job` handler answers "<label> done".
 async fn pooled(
@@ -156,35 +154,11 @@ async fn a_schema_of_its_own_works_through_the_pooler() -> TestResult {
     Ok(())
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // A current-thread runtime: every task runs on this thread, where the capturing subscriber is
 // the default.
 #[tokio::test(flavor = "current_thread")]
 async fn without_a_listen_url_workers_and_waits_poll_after_one_warning() -> TestResult {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let (capture, _guard) = LogCapture::install(tracing::Level::WARN);
 
     let db = TestDatabase::new().await?;
     let bouncer = TestPgBouncer::start(db.url(), 2)?;
@@ -212,7 +186,7 @@ async fn without_a_listen_url_workers_and_waits_poll_after_one_warning() -> Test
     assert_eq!(listening, 0);
     pool.shutdown().await?;
 
-    let log = String::from_utf8(capture.0.lock().map_err(|_| "poisoned")?.clone())?;
+    let log = capture.text();
     let warnings = log.matches("transaction pooler without listen_url").count();
     assert_eq!(warnings, 1, "expected one warning, got:\n{log}");
     // And nothing else went wrong on the way.

@@ -28,10 +28,7 @@ fn exporting() -> (
         .build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("tasklib-tests")));
-    let guard = tracing::subscriber::set_default(subscriber);
-    // Callsites first hit on another test's thread (with no subscriber) cached "never
-    // interested"; make them ask again now that this thread has one.
-    tracing::callsite::rebuild_interest_cache();
+    let guard = crate::common::scoped_subscriber(subscriber);
     (guard, provider, exporter)
 }
 
