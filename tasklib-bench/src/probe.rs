@@ -160,6 +160,7 @@ pub(crate) struct CpuMeter {
     server: Option<ServerCpu>,
     client0: Option<f64>,
     server0: Option<f64>,
+    machine0: Option<MachineTicks>,
 }
 
 /// What a [`CpuMeter`] measured.
@@ -167,6 +168,40 @@ pub(crate) struct CpuMeter {
 pub(crate) struct CpuUsed {
     pub(crate) client: Option<f64>,
     pub(crate) server: Option<f64>,
+    /// The share of the machine's CPU time that the hypervisor gave to others (steal).
+    pub(crate) steal: Option<f64>,
+}
+
+/// The machine's CPU time so far, from the `cpu` line of `/proc/stat`: all of it, and the
+/// part stolen by the hypervisor (a virtual machine's CPUs waiting for the host's).
+#[derive(Debug, Clone, Copy)]
+struct MachineTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl MachineTicks {
+    fn read() -> Option<MachineTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        // user nice system idle iowait irq softirq steal (guest times are within user).
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        Some(MachineTicks {
+            total: ticks.iter().sum(),
+            steal: *ticks.get(7)?,
+        })
+    }
+
+    /// The share of the time between `self` and `later` that was stolen.
+    fn steal_share(self, later: MachineTicks) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|t| *t > 0)?;
+        Some(later.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
 }
 
 impl CpuMeter {
@@ -175,6 +210,7 @@ impl CpuMeter {
             client0: client_cpu_secs(),
             server0: server.as_ref().and_then(ServerCpu::secs),
             server,
+            machine0: MachineTicks::read(),
         }
     }
 
@@ -183,13 +219,18 @@ impl CpuMeter {
         CpuUsed {
             client: client_cpu_secs().zip(self.client0).map(|(b, a)| b - a),
             server: server1.zip(self.server0).map(|(b, a)| b - a),
+            steal: self
+                .machine0
+                .zip(MachineTicks::read())
+                .and_then(|(a, b)| a.steal_share(b)),
         }
     }
 }
 
 impl CpuUsed {
-    /// Adds `client_cpu_us_per_task`, `server_cpu_us_per_task` and `cpu_busy` (the share of
-    /// all cores busy with this work) to a row.
+    /// Adds `client_cpu_us_per_task`, `server_cpu_us_per_task`, `cpu_busy` (the share of
+    /// all cores busy with this work) and `cpu_steal` (the share the hypervisor gave to other
+    /// machines: a noisy host) to a row.
     pub(crate) fn annotate(
         self,
         row: crate::report::Row,
@@ -205,6 +246,10 @@ impl CpuUsed {
         row.with("client_cpu_us_per_task", per_task(self.client))
             .with("server_cpu_us_per_task", per_task(self.server))
             .with("cpu_busy", busy)
+            .with(
+                "cpu_steal",
+                self.steal.map(|s| (s * 1000.0).round() / 1000.0),
+            )
     }
 }
 
@@ -332,5 +377,23 @@ impl CompilerWatch {
 impl Drop for CompilerWatch {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ticks_give_a_steal_share_between_zero_and_one() {
+        let before = MachineTicks::read().expect("/proc/stat has a cpu line");
+        // Spend a few clock ticks so that the machine's total moves.
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(60);
+        while std::time::Instant::now() < until {
+            std::hint::black_box(0u64);
+        }
+        let after = MachineTicks::read().expect("/proc/stat has a cpu line");
+        let share = before.steal_share(after).expect("ticks went by");
+        assert!((0.0..=1.0).contains(&share), "{share}");
     }
 }

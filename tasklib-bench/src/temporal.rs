@@ -428,6 +428,7 @@ impl Cpu {
         probe::CpuUsed {
             client: Some(self.client - before.client),
             server: Some(self.server - before.server),
+            steal: None,
         }
     }
 }
