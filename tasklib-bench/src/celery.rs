@@ -107,10 +107,7 @@ pub(crate) async fn celery(s: &Settings) -> BenchResult<Vec<Row>> {
         .await?;
     drop(python);
 
-    let ratio = rust
-        .get("tasks_per_sec")
-        .zip(python_row.get("tasks_per_sec"))
-        .map_or(0.0, |(r, p)| r / p.max(f64::EPSILON));
+    let ratio = rust.rate_ratio(&python_row).unwrap_or(0.0);
     Ok(vec![
         rust,
         python_row,

@@ -42,10 +42,7 @@ pub(crate) async fn limits(s: &Settings) -> BenchResult<Vec<Row>> {
             .set_queue_limits(tasklib::DEFAULT_QUEUE, limits)
             .await?;
         let row = drain_on(&db, s, name, 0).await?;
-        let ratio = row
-            .get("tasks_per_sec")
-            .zip(plain.get("tasks_per_sec"))
-            .map(|(l, p)| l / p.max(f64::EPSILON));
+        let ratio = row.rate_ratio(&plain);
         rows.push(row.with("ratio_to_unlimited", ratio));
     }
     Ok(rows)

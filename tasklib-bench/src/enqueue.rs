@@ -95,13 +95,13 @@ pub(crate) async fn bulk(s: &Settings) -> BenchResult<Row> {
         crate::db::insert_noops_from(&client, s.tasks + sent, count).await?;
         sent += count;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let ceiling = s.tasks as f64 / seconds.max(f64::EPSILON);
-    let ratio = row
-        .get("tasks_per_sec")
-        .map(|t| t / ceiling.max(f64::EPSILON));
+    let ceiling = Row::throughput("server_only", s.tasks, 1, started.elapsed().as_secs_f64());
+    let ratio = row.rate_ratio(&ceiling);
     Ok(row
-        .with("server_only_tasks_per_sec", ceiling.round())
+        .with(
+            "server_only_tasks_per_sec",
+            ceiling.get("tasks_per_sec").map(f64::round),
+        )
         .with("server_only_ratio", ratio))
 }
 

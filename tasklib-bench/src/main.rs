@@ -256,8 +256,8 @@ async fn run(args: &Args) -> BenchResult<()> {
     }
     let out = Printer::new(args.json);
     let setup = match args.scenario {
-        Scenario::Celery => celery_setup().await?,
-        Scenario::Temporal => temporal_setup().await?,
+        Scenario::Celery => celery::setup().await?,
+        Scenario::Temporal => temporal::setup().await?,
         _ => setup().await?,
     };
     out.heading("setup");
@@ -325,10 +325,10 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
         Scenario::Explain => explain::explain(s).await?,
         Scenario::Statements => statements::statements(s).await?,
         Scenario::Limits => drain::limits(s).await?,
-        Scenario::Celery => celery_drains(s).await?,
+        Scenario::Celery => celery::celery(s).await?,
         Scenario::Dashboard => dashboard::dashboard(s).await?,
         Scenario::Headline => headline(s).await?,
-        Scenario::Temporal => temporal_drains(s).await?,
+        Scenario::Temporal => temporal::temporal(s).await?,
         Scenario::All => {
             let mut rows = drain_and_floor(s, true).await?;
             rows.extend(rest_of_all(s, rows.first().cloned()).await?);
@@ -337,52 +337,46 @@ async fn run_once(scenario: Scenario, with_floor: bool, s: &Settings) -> BenchRe
     })
 }
 
-#[cfg(feature = "celery")]
-async fn celery_setup() -> BenchResult<Row> {
-    celery::setup().await
-}
-
-#[cfg(feature = "celery")]
-async fn celery_drains(s: &Settings) -> BenchResult<Vec<Row>> {
-    celery::celery(s).await
-}
-
-#[cfg(not(feature = "celery"))]
-async fn celery_setup() -> BenchResult<Row> {
-    Err(
-        "the `celery` scenario needs the Celery engine: build with `--features celery` \
-         (cargo run --release -p tasklib-bench --features celery -- celery)"
-            .into(),
+/// What a scenario of an engine left out of this build answers: how to build it in.
+#[cfg(any(not(feature = "celery"), not(feature = "temporal")))]
+fn needs_feature(feature: &str, engine: &str) -> Box<dyn std::error::Error + Send + Sync> {
+    format!(
+        "the `{feature}` scenario needs the {engine} engine: build with `--features {feature}` \
+         (cargo run --release -p tasklib-bench --features {feature} -- {feature})"
     )
+    .into()
 }
 
+/// The `celery` scenario in a build without the feature.
 #[cfg(not(feature = "celery"))]
-async fn celery_drains(_: &Settings) -> BenchResult<Vec<Row>> {
-    celery_setup().await.map(|_| Vec::new())
+mod celery {
+    use crate::Settings;
+    use crate::db::BenchResult;
+    use crate::report::Row;
+
+    pub(crate) async fn setup() -> BenchResult<Row> {
+        Err(crate::needs_feature("celery", "Celery"))
+    }
+
+    pub(crate) async fn celery(_: &Settings) -> BenchResult<Vec<Row>> {
+        Err(crate::needs_feature("celery", "Celery"))
+    }
 }
 
-#[cfg(feature = "temporal")]
-async fn temporal_setup() -> BenchResult<Row> {
-    temporal::setup().await
-}
-
-#[cfg(feature = "temporal")]
-async fn temporal_drains(s: &Settings) -> BenchResult<Vec<Row>> {
-    temporal::temporal(s).await
-}
-
+/// The `temporal` scenario in a build without the feature.
 #[cfg(not(feature = "temporal"))]
-async fn temporal_setup() -> BenchResult<Row> {
-    Err(
-        "the `temporal` scenario needs the Temporal engine: build with `--features temporal` \
-         (cargo run --release -p tasklib-bench --features temporal -- temporal)"
-            .into(),
-    )
-}
+mod temporal {
+    use crate::Settings;
+    use crate::db::BenchResult;
+    use crate::report::Row;
 
-#[cfg(not(feature = "temporal"))]
-async fn temporal_drains(_: &Settings) -> BenchResult<Vec<Row>> {
-    temporal_setup().await.map(|_| Vec::new())
+    pub(crate) async fn setup() -> BenchResult<Row> {
+        Err(crate::needs_feature("temporal", "Temporal"))
+    }
+
+    pub(crate) async fn temporal(_: &Settings) -> BenchResult<Vec<Row>> {
+        Err(crate::needs_feature("temporal", "Temporal"))
+    }
 }
 
 /// The scenarios of `all` after the drain and floor; `drain` is this run's drain, the
@@ -416,10 +410,7 @@ async fn drain_and_floor(s: &Settings, with_floor: bool) -> BenchResult<Vec<Row>
         return Ok(vec![drained]);
     }
     let floor = drain::floor(s).await?;
-    let ratio = drained
-        .get("tasks_per_sec")
-        .zip(floor.get("tasks_per_sec"))
-        .map(|(d, f)| d / f.max(f64::EPSILON));
+    let ratio = drained.rate_ratio(&floor);
     Ok(vec![drained.with("floor_ratio", ratio), floor])
 }
 

@@ -61,52 +61,53 @@ pub(crate) fn client_cpu_secs() -> Option<f64> {
     Some((f.get(UTIME)? + f.get(STIME)?) as f64 / TICKS_PER_SEC)
 }
 
+/// Every process on this machine: its `/proc/<pid>` directory and its [`stat_fields`].
+fn processes() -> impl Iterator<Item = (PathBuf, Vec<u64>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))?;
+            Some((entry.path(), stat_fields(pid)?))
+        })
+}
+
+/// Clock ticks of user and system time in `fields` (a process's [`stat_fields`]), with those
+/// of the children it has reaped when `reaped`.
+fn ticks(fields: &[u64], reaped: bool) -> u64 {
+    let own = [UTIME, STIME];
+    let children = if reaped { &[CUTIME, CSTIME][..] } else { &[] };
+    own.iter()
+        .chain(children)
+        .filter_map(|i| fields.get(*i))
+        .sum()
+}
+
 /// CPU seconds so far of every process on this machine whose `/proc/<pid>` directory
 /// `select` accepts (with the children each has reaped): for servers and workers that are
 /// not PostgreSQL, found by their command line or working directory.
 #[cfg(feature = "celery")]
 pub(crate) fn processes_cpu_secs(select: impl Fn(&std::path::Path) -> bool) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let ticks: u64 = entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter(|e| select(&e.path()))
-        .filter_map(|e| stat_fields(e.file_name().to_str()?))
-        .map(|f| {
-            [UTIME, STIME, CUTIME, CSTIME]
-                .iter()
-                .filter_map(|i| f.get(*i))
-                .sum::<u64>()
-        })
+    let total: u64 = processes()
+        .filter(|(dir, _)| select(dir))
+        .map(|(_, fields)| ticks(&fields, true))
         .sum();
-    ticks as f64 / TICKS_PER_SEC
+    total as f64 / TICKS_PER_SEC
 }
 
 /// CPU seconds so far of every process in process group `group` (with the children each
 /// has reaped): a server started as the leader of a group of its own.
 #[cfg(feature = "temporal")]
 pub(crate) fn group_cpu_secs(group: u64) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    let ticks: u64 = entries
-        .flatten()
-        .filter_map(|e| stat_fields(e.file_name().to_str()?))
-        .filter(|f| f.get(PGRP) == Some(&group))
-        .map(|f| {
-            [UTIME, STIME, CUTIME, CSTIME]
-                .iter()
-                .filter_map(|i| f.get(*i))
-                .sum::<u64>()
-        })
+    let total: u64 = processes()
+        .filter(|(_, fields)| fields.get(PGRP) == Some(&group))
+        .map(|(_, fields)| ticks(&fields, true))
         .sum();
-    ticks as f64 / TICKS_PER_SEC
+    total as f64 / TICKS_PER_SEC
 }
 
 /// The server's processes: its postmaster, read from `postmaster.pid` in the data directory.
@@ -133,24 +134,13 @@ impl ServerCpu {
     /// CPU seconds of the whole server so far: the postmaster, its live children (backends,
     /// autovacuum, WAL writer, …) and the children it has reaped.
     pub(crate) fn secs(&self) -> Option<f64> {
-        let pm = stat_fields(&self.postmaster)?;
-        let mut ticks = pm.get(UTIME)? + pm.get(STIME)? + pm.get(CUTIME)? + pm.get(CSTIME)?;
         let ppid: u64 = self.postmaster.parse().ok()?;
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            if let Some(f) = stat_fields(pid)
-                && f.get(PPID) == Some(&ppid)
-            {
-                ticks += f.get(UTIME).copied().unwrap_or(0) + f.get(STIME).copied().unwrap_or(0);
-            }
-        }
-        Some(ticks as f64 / TICKS_PER_SEC)
+        let postmaster = ticks(&stat_fields(&self.postmaster)?, true);
+        let children: u64 = processes()
+            .filter(|(_, fields)| fields.get(PPID) == Some(&ppid))
+            .map(|(_, fields)| ticks(&fields, false))
+            .sum();
+        Some((postmaster + children) as f64 / TICKS_PER_SEC)
     }
 }
 

@@ -70,6 +70,14 @@ impl Row {
     pub(crate) fn get(&self, key: &str) -> Option<f64> {
         self.fields.get(key).and_then(Value::as_f64)
     }
+
+    /// This row's `tasks_per_sec` over `other`'s, when both have one.
+    pub(crate) fn rate_ratio(&self, other: &Row) -> Option<f64> {
+        let rate = |row: &Row| row.get("tasks_per_sec");
+        rate(self)
+            .zip(rate(other))
+            .map(|(a, b)| a / b.max(f64::EPSILON))
+    }
 }
 
 /// Nearest-rank percentiles of a sample.

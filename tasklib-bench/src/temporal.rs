@@ -88,10 +88,7 @@ pub(crate) async fn setup() -> BenchResult<Row> {
 pub(crate) async fn temporal(s: &Settings) -> BenchResult<Vec<Row>> {
     let (submit, drained) = temporal_drain(s).await?;
     let postgres = drain::drain(s).await?;
-    let ratio = drained
-        .get("tasks_per_sec")
-        .zip(postgres.get("tasks_per_sec"))
-        .map_or(0.0, |(t, p)| t / p.max(f64::EPSILON));
+    let ratio = drained.rate_ratio(&postgres).unwrap_or(0.0);
     Ok(vec![
         submit,
         drained,
